@@ -1,0 +1,163 @@
+//! The TOML configuration: schema, defaults and cross-field validation. Unknown keys are errors.
+
+use crate::route::{AllowEntry, Allowlist};
+use anyhow::{bail, Context};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The listening side: where callers connect.
+    pub server: ServerConfig,
+    /// The Pinot servers calls may be forwarded to.
+    pub servers: ServersConfig,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address for gRPC (HTTP/2 with TLS or h2c prior knowledge) and HTTP/1.1.
+    pub listen: SocketAddr,
+    /// Largest first request message read to find the target of a `Submit` call, in bytes.
+    /// A larger one is refused with RESOURCE_EXHAUSTED. Trino's are a few kilobytes.
+    #[serde(default = "defaults::max_routing_message_bytes")]
+    pub max_routing_message_bytes: u32,
+    /// Most concurrent streams one client connection may open (HTTP/2 SETTINGS).
+    #[serde(default = "defaults::max_concurrent_streams")]
+    pub max_concurrent_streams: u32,
+    /// On SIGTERM or SIGINT, how long calls in flight may take to finish before the process exits.
+    #[serde(default = "defaults::shutdown_grace_ms")]
+    pub shutdown_grace_ms: u64,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServersConfig {
+    /// Host names, `*.suffix` wildcards, IP addresses and CIDR blocks a caller may name.
+    /// Nothing is allowed when empty.
+    #[serde(default)]
+    pub allow: Vec<AllowEntry>,
+    /// Ports a caller may name; any port when absent.
+    #[serde(default)]
+    pub ports: Option<Vec<u16>>,
+    /// Time to resolve a server's name and open its connection, in milliseconds.
+    #[serde(default = "defaults::connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// An upstream connection with no call in flight for this long is closed, in milliseconds.
+    #[serde(default = "defaults::idle_timeout_ms")]
+    pub idle_timeout_ms: u64,
+    /// Most distinct servers with open connections at once.
+    #[serde(default = "defaults::max_targets")]
+    pub max_targets: usize,
+}
+
+mod defaults {
+    pub fn max_routing_message_bytes() -> u32 {
+        16 * 1024 * 1024
+    }
+    pub fn max_concurrent_streams() -> u32 {
+        1024
+    }
+    pub fn shutdown_grace_ms() -> u64 {
+        30_000
+    }
+    pub fn connect_timeout_ms() -> u64 {
+        5_000
+    }
+    pub fn idle_timeout_ms() -> u64 {
+        300_000
+    }
+    pub fn max_targets() -> usize {
+        1024
+    }
+}
+
+impl Config {
+    /// Reads, parses and validates a config file; errors name the file and the key.
+    pub fn load(path: &Path) -> anyhow::Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        Config::parse(&text).with_context(|| format!("invalid config file {}", path.display()))
+    }
+
+    /// Parses and validates config text.
+    pub fn parse(text: &str) -> anyhow::Result<Config> {
+        let config: Config = toml::from_str(text).map_err(|err| {
+            anyhow::anyhow!("{}", err.to_string().trim_end().replace('\n', " "))
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Rules serde cannot express.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        const MIN_ROUTING: u32 = 5;
+        const MAX_ROUTING: u32 = 128 * 1024 * 1024;
+        let routing = self.server.max_routing_message_bytes;
+        if !(MIN_ROUTING..=MAX_ROUTING).contains(&routing) {
+            bail!("server.max_routing_message_bytes = {routing}: must be from {MIN_ROUTING} to {MAX_ROUTING}");
+        }
+        if self.server.max_concurrent_streams == 0 {
+            bail!("server.max_concurrent_streams must be at least 1");
+        }
+        if let Some(ports) = &self.servers.ports {
+            if ports.contains(&0) {
+                bail!("servers.ports: 0 is not a port");
+            }
+        }
+        for (key, value) in [
+            ("servers.connect_timeout_ms", self.servers.connect_timeout_ms),
+            ("servers.idle_timeout_ms", self.servers.idle_timeout_ms),
+        ] {
+            if value == 0 {
+                bail!("{key} must be greater than 0");
+            }
+        }
+        if self.servers.max_targets == 0 {
+            bail!("servers.max_targets must be at least 1");
+        }
+        Ok(())
+    }
+
+    pub fn allowlist(&self) -> Allowlist {
+        Allowlist::new(self.servers.allow.clone(), self.servers.ports.clone())
+    }
+}
+
+impl ServersConfig {
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms)
+    }
+
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.idle_timeout_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_fill_optional_keys() {
+        let config = Config::parse(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[servers]\nallow = [\"*.svc\"]\n",
+        )
+        .unwrap();
+        assert_eq!(config.server.max_routing_message_bytes, 16 * 1024 * 1024);
+        assert_eq!(config.servers.connect_timeout_ms, 5_000);
+        assert_eq!(config.servers.ports, None);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = Config::parse(
+            "[server]\nlisten = \"127.0.0.1:0\"\nlsten = 1\n[servers]\n",
+        )
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("lsten"), "{err:#}");
+    }
+}

@@ -1,0 +1,195 @@
+//! Every error the proxy makes itself, which side caused it, and how it is answered: one place
+//! maps an error to a gRPC status (trailers-only response or error trailers mid-stream).
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Response, StatusCode};
+use std::fmt;
+
+/// gRPC status codes the proxy produces or reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Code {
+    Ok = 0,
+    Cancelled = 1,
+    Unknown = 2,
+    InvalidArgument = 3,
+    DeadlineExceeded = 4,
+    PermissionDenied = 7,
+    ResourceExhausted = 8,
+    Internal = 13,
+    Unavailable = 14,
+}
+
+impl Code {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Code::Ok => "0",
+            Code::Cancelled => "1",
+            Code::Unknown => "2",
+            Code::InvalidArgument => "3",
+            Code::DeadlineExceeded => "4",
+            Code::PermissionDenied => "7",
+            Code::ResourceExhausted => "8",
+            Code::Internal => "13",
+            Code::Unavailable => "14",
+        }
+    }
+}
+
+/// Which side of the proxy an error comes from; it decides the status and the log level.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// The caller sent something the proxy cannot route or may not forward.
+    Client,
+    /// The proxy itself ran out of a resource or time.
+    Proxy,
+    /// The Pinot server could not be reached or broke the stream.
+    Upstream,
+}
+
+/// An error the proxy answers itself, instead of forwarding the upstream's answer.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("no target server named: set FORWARD_HOST and FORWARD_PORT in the request metadata or the forward_host and forward_port headers")]
+    NoTarget,
+    #[error("invalid target: {0}")]
+    BadTarget(String),
+    #[error("malformed request message: {0}")]
+    BadMessage(String),
+    #[error("first request message is {size} bytes, more than the {limit} bytes read for routing")]
+    MessageTooLarge { size: u64, limit: u64 },
+    #[error("invalid grpc-timeout header {0:?}")]
+    BadTimeout(String),
+    #[error("target {target} is not allowed: {reason}")]
+    NotAllowed { target: String, reason: String },
+    #[error("server {target}: {reason}")]
+    Unreachable { target: String, reason: String },
+    #[error("server {target}: stream failed: {reason}")]
+    StreamFailed { target: String, reason: String },
+    #[error("too many upstream servers in use (max_targets = {0})")]
+    TooManyTargets(usize),
+    #[error("deadline exceeded after {0} ms (grpc-timeout)")]
+    DeadlineExceeded(u128),
+    #[error("request stream from the client failed: {0}")]
+    ClientStream(String),
+}
+
+impl ProxyError {
+    pub fn source_side(&self) -> Source {
+        match self {
+            ProxyError::NoTarget
+            | ProxyError::BadTarget(_)
+            | ProxyError::BadMessage(_)
+            | ProxyError::MessageTooLarge { .. }
+            | ProxyError::BadTimeout(_)
+            | ProxyError::NotAllowed { .. }
+            | ProxyError::ClientStream(_) => Source::Client,
+            ProxyError::TooManyTargets(_) | ProxyError::DeadlineExceeded(_) => Source::Proxy,
+            ProxyError::Unreachable { .. } | ProxyError::StreamFailed { .. } => Source::Upstream,
+        }
+    }
+
+    pub fn code(&self) -> Code {
+        match self {
+            ProxyError::NoTarget
+            | ProxyError::BadTarget(_)
+            | ProxyError::BadMessage(_)
+            | ProxyError::BadTimeout(_) => Code::InvalidArgument,
+            ProxyError::MessageTooLarge { .. } | ProxyError::TooManyTargets(_) => {
+                Code::ResourceExhausted
+            }
+            ProxyError::NotAllowed { .. } => Code::PermissionDenied,
+            ProxyError::Unreachable { .. } | ProxyError::StreamFailed { .. } => Code::Unavailable,
+            ProxyError::DeadlineExceeded(_) => Code::DeadlineExceeded,
+            ProxyError::ClientStream(_) => Code::Cancelled,
+        }
+    }
+
+    /// The status headers (`grpc-status`, `grpc-message`) for this error.
+    pub fn status_headers(&self) -> HeaderMap {
+        status_headers(self.code(), &format!("pinot-proxy: {self}"))
+    }
+
+    /// A trailers-only gRPC response carrying this error.
+    pub fn to_response<B: Default>(&self) -> Response<B> {
+        let mut response = Response::new(B::default());
+        let headers = response.headers_mut();
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
+        headers.extend(self.status_headers());
+        response
+    }
+}
+
+/// `grpc-status` and a percent-encoded `grpc-message`.
+pub fn status_headers(code: Code, message: &str) -> HeaderMap {
+    let mut headers = HeaderMap::with_capacity(2);
+    headers.insert("grpc-status", HeaderValue::from_static(code.as_str()));
+    let encoded = percent_encode(message);
+    if let Ok(value) = HeaderValue::from_maybe_shared(Bytes::from(encoded)) {
+        headers.insert("grpc-message", value);
+    }
+    headers
+}
+
+/// Percent-encodes a `grpc-message` as the gRPC spec asks: bytes outside printable ASCII, and `%`.
+pub fn percent_encode(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    for byte in message.bytes() {
+        if (0x20..=0x7e).contains(&byte) && byte != b'%' {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+/// A plain HTTP error for requests that are not gRPC.
+pub fn http_error<B: From<Bytes>>(status: StatusCode, message: &str) -> Response<B> {
+    let mut response = Response::new(B::from(Bytes::from(format!("pinot-proxy: {message}\n"))));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Source::Client => "client",
+            Source::Proxy => "proxy",
+            Source::Upstream => "upstream",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_message_is_percent_encoded() {
+        assert_eq!(percent_encode("a b%c"), "a b%25c");
+        assert_eq!(percent_encode("é\n"), "%C3%A9%0A");
+    }
+
+    #[test]
+    fn trailers_only_response_has_status_and_message() {
+        let err = ProxyError::NotAllowed {
+            target: "evil:1".into(),
+            reason: "no allow entry matches".into(),
+        };
+        let response: Response<String> = err.to_response();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.headers()["grpc-status"], "7");
+        assert_eq!(
+            response.headers()["grpc-message"],
+            "pinot-proxy: target evil:1 is not allowed: no allow entry matches"
+        );
+    }
+}

@@ -1,0 +1,499 @@
+//! Forwarding of gRPC calls: find the target (first `Submit` message or headers), take a pooled
+//! upstream connection, and stream headers, messages and trailers through unchanged, enforcing
+//! `grpc-timeout`. Upstream failures become gRPC statuses, mid-stream as error trailers.
+
+use crate::error::{ProxyError, Source};
+use crate::pool::{Lease, Pool};
+use crate::proto::ServerRequest;
+use crate::route::{self, Target};
+use bytes::{Buf, Bytes, BytesMut};
+use http::{HeaderMap, HeaderValue, Request, Response, Uri};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use prost::Message;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::{Duration, Instant};
+use tokio::time::Sleep;
+use tracing::Instrument;
+
+/// The method whose first message names its target server.
+pub const SUBMIT_PATH: &str = "/org.apache.pinot.common.proto.PinotQueryServer/Submit";
+
+/// Response body type served to callers.
+pub type ProxyBody = http_body_util::combinators::UnsyncBoxBody<Bytes, crate::BoxError>;
+
+/// Headers that belong to one hop, or to the proxy itself, and are not forwarded.
+const DROPPED_HEADERS: [&str; 10] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    "forward_host",
+    "forward-host",
+    "forward_port",
+    "forward-port",
+];
+
+/// Forwards gRPC calls to the servers they name.
+#[derive(Clone)]
+pub struct Forwarder {
+    pool: Pool<RequestBody>,
+    max_routing_message_bytes: u32,
+}
+
+impl Forwarder {
+    pub fn new(pool: Pool<RequestBody>, max_routing_message_bytes: u32) -> Forwarder {
+        Forwarder {
+            pool,
+            max_routing_message_bytes,
+        }
+    }
+
+    pub fn pool(&self) -> &Pool<RequestBody> {
+        &self.pool
+    }
+
+    /// Forwards one call; every failure is answered as a gRPC status.
+    pub async fn forward(&self, request: Request<Incoming>) -> Response<ProxyBody> {
+        let method = request.uri().path().to_owned();
+        let span = tracing::info_span!(
+            "grpc",
+            grpc.method = %method,
+            target = tracing::field::Empty,
+        );
+        let mut record = CallRecord::new(method, span.clone());
+        match self.try_forward(request, &mut record).instrument(span).await {
+            Ok(response) => response,
+            Err(err) => {
+                record.finish_with_error(&err);
+                err.to_response::<ProxyBody>()
+            }
+        }
+    }
+
+    async fn try_forward(
+        &self,
+        request: Request<Incoming>,
+        record: &mut CallRecord,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        let deadline = match request.headers().get("grpc-timeout") {
+            Some(value) => Some(Instant::now() + parse_timeout(value)?),
+            None => None,
+        };
+        let (mut parts, mut body) = request.into_parts();
+        let header_target = route::target_from_headers(&parts.headers)?;
+
+        let mut prefix = None;
+        let target = if parts.uri.path() == SUBMIT_PATH {
+            let first = with_deadline(
+                deadline,
+                read_first_message(&mut body, self.max_routing_message_bytes),
+            )
+            .await??;
+            let body_target = match first.decode() {
+                Some(request) => {
+                    let request = request.map_err(|err| {
+                        ProxyError::BadMessage(format!("cannot decode ServerRequest: {err}"))
+                    })?;
+                    route::target_from_metadata(&request.metadata)?
+                }
+                None if header_target.is_some() => None,
+                None => {
+                    return Err(ProxyError::BadMessage(
+                        "the first message is compressed, so its FORWARD_HOST cannot be read; \
+                         send forward_host and forward_port headers"
+                            .into(),
+                    ))
+                }
+            };
+            prefix = Some(first.bytes);
+            body_target.or(header_target)
+        } else {
+            header_target
+        }
+        .ok_or(ProxyError::NoTarget)?;
+        record.set_target(&target);
+
+        let lease = with_deadline(deadline, self.pool.checkout(&target)).await??;
+        let path = parts
+            .uri
+            .path_and_query()
+            .map(|pq| pq.as_str())
+            .unwrap_or("/");
+        parts.uri = Uri::try_from(format!("http://{target}{path}"))
+            .map_err(|err| ProxyError::BadTarget(format!("{target}{path}: {err}")))?;
+        for name in DROPPED_HEADERS {
+            parts.headers.remove(name);
+        }
+        strip_te(&mut parts.headers);
+        let upstream_request = Request::from_parts(
+            parts,
+            RequestBody {
+                prefix,
+                inner: body,
+                bytes: record.bytes_in.clone(),
+            },
+        );
+
+        let mut sender = lease.sender();
+        let response = with_deadline(deadline, sender.send_request(upstream_request))
+            .await?
+            .map_err(|err| ProxyError::StreamFailed {
+                target: target.to_string(),
+                reason: err.to_string(),
+            })?;
+        let (parts, body) = response.into_parts();
+        if let Some(status) = parts.headers.get("grpc-status") {
+            record.status = Some(status_string(status));
+        }
+        let body = ForwardBody {
+            inner: Some(body),
+            deadline: deadline.map(|at| Box::pin(tokio::time::sleep_until(at.into()))),
+            target,
+            record: std::mem::replace(record, CallRecord::empty()),
+            _lease: lease,
+        };
+        Ok(Response::from_parts(parts, body.boxed_unsync()))
+    }
+}
+
+/// Runs `future` until the call's deadline, if it has one.
+async fn with_deadline<T>(
+    deadline: Option<Instant>,
+    future: impl Future<Output = T>,
+) -> Result<T, ProxyError> {
+    match deadline {
+        None => Ok(future.await),
+        Some(at) => {
+            let started = Instant::now();
+            tokio::time::timeout_at(at.into(), future)
+                .await
+                .map_err(|_| ProxyError::DeadlineExceeded(started.elapsed().as_millis()))
+        }
+    }
+}
+
+/// Keeps `te: trailers` (gRPC needs it) and drops any other `te` value, which is hop-by-hop.
+fn strip_te(headers: &mut HeaderMap) {
+    let trailers = headers
+        .get_all(http::header::TE)
+        .iter()
+        .any(|value| value.as_bytes().eq_ignore_ascii_case(b"trailers"));
+    headers.remove(http::header::TE);
+    if trailers {
+        headers.insert(http::header::TE, HeaderValue::from_static("trailers"));
+    }
+}
+
+/// Parses `grpc-timeout`: 1 to 8 digits and a unit (H, M, S, m, u, n).
+pub fn parse_timeout(value: &HeaderValue) -> Result<Duration, ProxyError> {
+    let bad = || ProxyError::BadTimeout(String::from_utf8_lossy(value.as_bytes()).into_owned());
+    let text = value.to_str().map_err(|_| bad())?;
+    if text.len() < 2 || text.len() > 9 {
+        return Err(bad());
+    }
+    let (digits, unit) = text.split_at(text.len() - 1);
+    if !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    let amount: u64 = digits.parse().map_err(|_| bad())?;
+    Ok(match unit {
+        "H" => Duration::from_secs(amount * 3600),
+        "M" => Duration::from_secs(amount * 60),
+        "S" => Duration::from_secs(amount),
+        "m" => Duration::from_millis(amount),
+        "u" => Duration::from_micros(amount),
+        "n" => Duration::from_nanos(amount),
+        _ => return Err(bad()),
+    })
+}
+
+/// The first gRPC message of a request, as the bytes read from the client.
+struct FirstMessage {
+    /// Everything read from the body so far, forwarded as is ahead of the rest.
+    bytes: Bytes,
+    compressed: bool,
+    length: usize,
+}
+
+impl FirstMessage {
+    /// Decodes the message; `None` when it is compressed.
+    fn decode(&self) -> Option<Result<ServerRequest, prost::DecodeError>> {
+        if self.compressed {
+            return None;
+        }
+        Some(ServerRequest::decode(&self.bytes[5..5 + self.length]))
+    }
+}
+
+/// Reads request frames until the first length-prefixed message is complete.
+async fn read_first_message(body: &mut Incoming, limit: u32) -> Result<FirstMessage, ProxyError> {
+    let mut buf = BytesMut::new();
+    let mut needed = 5usize;
+    let mut header: Option<(bool, usize)> = None;
+    loop {
+        if header.is_none() && buf.len() >= 5 {
+            let compressed = match buf[0] {
+                0 => false,
+                1 => true,
+                flag => {
+                    return Err(ProxyError::BadMessage(format!(
+                        "compressed-flag byte is {flag}, not 0 or 1"
+                    )))
+                }
+            };
+            let length = (&buf[1..5]).get_u32();
+            if length > limit {
+                return Err(ProxyError::MessageTooLarge {
+                    size: length.into(),
+                    limit: limit.into(),
+                });
+            }
+            header = Some((compressed, length as usize));
+            needed = 5 + length as usize;
+            buf.reserve(needed.saturating_sub(buf.len()));
+        }
+        if let Some((compressed, length)) = header {
+            if buf.len() >= needed {
+                return Ok(FirstMessage {
+                    bytes: buf.freeze(),
+                    compressed,
+                    length,
+                });
+            }
+        }
+        match body.frame().await {
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    buf.extend_from_slice(&data);
+                } else {
+                    return Err(ProxyError::BadMessage(
+                        "trailers arrived before the first message was complete".into(),
+                    ));
+                }
+            }
+            Some(Err(err)) => return Err(ProxyError::ClientStream(err.to_string())),
+            None => {
+                return Err(ProxyError::BadMessage(format!(
+                    "request ended after {} of {needed} bytes of the first message",
+                    buf.len()
+                )))
+            }
+        }
+    }
+}
+
+/// The request body sent upstream: the bytes read for routing, then the rest of the client's.
+pub struct RequestBody {
+    prefix: Option<Bytes>,
+    inner: Incoming,
+    bytes: Arc<AtomicU64>,
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        if let Some(prefix) = self.prefix.take() {
+            self.bytes.fetch_add(prefix.len() as u64, Ordering::Relaxed);
+            return Poll::Ready(Some(Ok(Frame::data(prefix))));
+        }
+        let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
+        if let Some(Ok(data)) = frame.as_ref().map(|f| f.as_ref().map(Frame::data_ref)) {
+            if let Some(data) = data {
+                self.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+            }
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.prefix.is_none() && self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let prefix = self.prefix.as_ref().map_or(0, |p| p.len() as u64);
+        let inner = self.inner.size_hint();
+        let mut hint = SizeHint::new();
+        hint.set_lower(inner.lower() + prefix);
+        if let Some(upper) = inner.upper() {
+            hint.set_upper(upper + prefix);
+        }
+        hint
+    }
+}
+
+/// The response body sent to the caller: the upstream's frames as they come, ended with error
+/// trailers when the upstream stream breaks or the deadline passes. Dropping it (the caller
+/// cancelled) drops the upstream response, which resets the upstream stream.
+struct ForwardBody {
+    inner: Option<Incoming>,
+    deadline: Option<Pin<Box<Sleep>>>,
+    target: Target,
+    record: CallRecord,
+    _lease: Lease<RequestBody>,
+}
+
+impl ForwardBody {
+    fn fail(&mut self, err: ProxyError) -> Poll<Option<Result<Frame<Bytes>, crate::BoxError>>> {
+        self.inner = None;
+        self.deadline = None;
+        self.record.finish_with_error(&err);
+        Poll::Ready(Some(Ok(Frame::trailers(err.status_headers()))))
+    }
+}
+
+impl Body for ForwardBody {
+    type Data = Bytes;
+    type Error = crate::BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = &mut *self;
+        let Some(inner) = this.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        if let Some(deadline) = this.deadline.as_mut() {
+            if deadline.as_mut().poll(cx).is_ready() {
+                let elapsed = this.record.started.elapsed().as_millis();
+                return this.fail(ProxyError::DeadlineExceeded(elapsed));
+            }
+        }
+        match ready!(Pin::new(inner).poll_frame(cx)) {
+            Some(Ok(frame)) => {
+                if let Some(data) = frame.data_ref() {
+                    this.record.bytes_out += data.len() as u64;
+                } else if let Some(trailers) = frame.trailers_ref() {
+                    if let Some(status) = trailers.get("grpc-status") {
+                        this.record.status = Some(status_string(status));
+                    }
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Some(Err(err)) => {
+                let err = ProxyError::StreamFailed {
+                    target: this.target.to_string(),
+                    reason: err.to_string(),
+                };
+                this.fail(err)
+            }
+            None => {
+                this.inner = None;
+                this.record.ended = true;
+                Poll::Ready(None)
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_none()
+    }
+}
+
+fn status_string(value: &HeaderValue) -> String {
+    String::from_utf8_lossy(value.as_bytes()).into_owned()
+}
+
+/// One call's log line, written when the call ends, fails or is dropped by the caller.
+struct CallRecord {
+    method: String,
+    target: Option<String>,
+    started: Instant,
+    bytes_in: Arc<AtomicU64>,
+    bytes_out: u64,
+    status: Option<String>,
+    ended: bool,
+    error: Option<(Source, String)>,
+    span: Option<tracing::Span>,
+    logged: bool,
+}
+
+impl CallRecord {
+    fn new(method: String, span: tracing::Span) -> CallRecord {
+        CallRecord {
+            method,
+            target: None,
+            started: Instant::now(),
+            bytes_in: Arc::default(),
+            bytes_out: 0,
+            status: None,
+            ended: false,
+            error: None,
+            span: Some(span),
+            logged: false,
+        }
+    }
+
+    fn empty() -> CallRecord {
+        CallRecord {
+            method: String::new(),
+            target: None,
+            started: Instant::now(),
+            bytes_in: Arc::default(),
+            bytes_out: 0,
+            status: None,
+            ended: false,
+            error: None,
+            span: None,
+            logged: true,
+        }
+    }
+
+    fn set_target(&mut self, target: &Target) {
+        let name = target.to_string();
+        if let Some(span) = &self.span {
+            span.record("target", name.as_str());
+        }
+        self.target = Some(name);
+    }
+
+    fn finish_with_error(&mut self, err: &ProxyError) {
+        self.status = Some(err.code().as_str().to_owned());
+        self.error = Some((err.source_side(), err.to_string()));
+        self.ended = true;
+    }
+}
+
+impl Drop for CallRecord {
+    fn drop(&mut self) {
+        if self.logged {
+            return;
+        }
+        let _entered = self.span.as_ref().map(|span| span.enter());
+        let status = match (&self.status, self.ended) {
+            (Some(status), _) => status.as_str(),
+            (None, true) => "none",
+            (None, false) => "cancelled by client",
+        };
+        let duration_ms = self.started.elapsed().as_secs_f64() * 1000.0;
+        let bytes_in = self.bytes_in.load(Ordering::Relaxed);
+        let target = self.target.as_deref().unwrap_or("-");
+        match &self.error {
+            Some((Source::Upstream | Source::Proxy, error)) => tracing::warn!(
+                grpc.method = %self.method, target, grpc.status = status, duration_ms,
+                bytes_in, bytes_out = self.bytes_out, error = %error, "call failed"
+            ),
+            Some((Source::Client, error)) => tracing::info!(
+                grpc.method = %self.method, target, grpc.status = status, duration_ms,
+                bytes_in, bytes_out = self.bytes_out, error = %error, "call refused"
+            ),
+            None => tracing::info!(
+                grpc.method = %self.method, target, grpc.status = status, duration_ms,
+                bytes_in, bytes_out = self.bytes_out, "call"
+            ),
+        }
+    }
+}

@@ -1,0 +1,326 @@
+//! Upstream HTTP/2 connections, one map entry per target server: calls to the same server share
+//! a connection until its stream limit, concurrent first calls share one connection attempt,
+//! idle connections are closed, and a broken one is replaced on the next call.
+
+use crate::config::ServersConfig;
+use crate::error::ProxyError;
+use crate::route::{Allowlist, Host, Target};
+use futures_util::future::{BoxFuture, FutureExt, Shared};
+use hyper::client::conn::http2::{Builder, SendRequest};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+use tokio::net::TcpStream;
+
+
+/// The pooled connections to all target servers.
+pub struct Pool<B> {
+    inner: Arc<Inner<B>>,
+}
+
+impl<B> Clone for Pool<B> {
+    fn clone(&self) -> Self {
+        Pool {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+struct Inner<B> {
+    slots: Mutex<HashMap<Target, Slot<B>>>,
+    allowlist: Allowlist,
+    connect_timeout: Duration,
+    idle_timeout: Duration,
+    max_targets: usize,
+    epoch: Instant,
+    opened: AtomicU64,
+}
+
+struct Slot<B> {
+    conns: Vec<Arc<Conn<B>>>,
+    connecting: Option<Connecting<B>>,
+}
+
+type Connecting<B> = Shared<BoxFuture<'static, Result<Arc<Conn<B>>, ProxyError>>>;
+
+/// One HTTP/2 connection to a server.
+pub struct Conn<B> {
+    sender: SendRequest<B>,
+    /// The server's stream limit for this connection.
+    max_streams: Arc<AtomicUsize>,
+    in_flight: AtomicUsize,
+    /// Milliseconds since the pool's epoch when the last call on it ended.
+    last_used_ms: AtomicU64,
+}
+
+/// The right to run one call on a connection; the call counts as in flight until it is dropped.
+pub struct Lease<B> {
+    conn: Arc<Conn<B>>,
+    pool: Weak<Inner<B>>,
+}
+
+impl<B: http_body::Body + 'static> Conn<B> {
+    fn has_capacity(&self) -> bool {
+        self.in_flight.load(Ordering::Relaxed) < self.max_streams.load(Ordering::Relaxed)
+    }
+}
+
+impl<B> Lease<B>
+where
+    B: http_body::Body + Send + 'static,
+{
+    /// A handle to send the call's request on.
+    pub fn sender(&self) -> SendRequest<B> {
+        self.conn.sender.clone()
+    }
+}
+
+impl<B> Drop for Lease<B> {
+    fn drop(&mut self) {
+        self.conn.in_flight.fetch_sub(1, Ordering::Relaxed);
+        if let Some(pool) = self.pool.upgrade() {
+            let now = pool.epoch.elapsed().as_millis() as u64;
+            self.conn.last_used_ms.store(now, Ordering::Relaxed);
+        }
+    }
+}
+
+impl<B> Pool<B>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + Unpin + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    /// Creates the pool and starts its idle-connection reaper (stops when the pool is dropped).
+    pub fn new(config: &ServersConfig, allowlist: Allowlist) -> Pool<B> {
+        let inner = Arc::new(Inner {
+            slots: Mutex::new(HashMap::new()),
+            allowlist,
+            connect_timeout: config.connect_timeout(),
+            idle_timeout: config.idle_timeout(),
+            max_targets: config.max_targets,
+            epoch: Instant::now(),
+            opened: AtomicU64::new(0),
+        });
+        let weak = Arc::downgrade(&inner);
+        let period = (inner.idle_timeout / 2).clamp(Duration::from_millis(50), Duration::from_secs(30));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                match weak.upgrade() {
+                    Some(inner) => inner.close_idle(),
+                    None => return,
+                }
+            }
+        });
+        Pool { inner }
+    }
+
+    /// How many upstream connections the pool has opened since it started.
+    pub fn connections_opened(&self) -> u64 {
+        self.inner.opened.load(Ordering::Relaxed)
+    }
+
+    /// How many upstream connections are open now.
+    pub fn connections_open(&self) -> usize {
+        let slots = self.inner.slots.lock().unwrap_or_else(|e| e.into_inner());
+        slots.values().map(|slot| slot.conns.len()).sum()
+    }
+
+    /// A connection to `target` with room for one more stream, opened if needed.
+    /// The allowlist is checked first: a refused target never causes a lookup or connection.
+    pub async fn checkout(&self, target: &Target) -> Result<Lease<B>, ProxyError> {
+        self.inner.allowlist.check(target)?;
+        let connecting = {
+            let mut slots = self.inner.slots.lock().unwrap_or_else(|e| e.into_inner());
+            if !slots.contains_key(target) && slots.len() >= self.inner.max_targets {
+                self.inner.evict_one_idle(&mut slots)?;
+            }
+            let slot = slots.entry(target.clone()).or_insert_with(|| Slot {
+                conns: Vec::new(),
+                connecting: None,
+            });
+            slot.conns.retain(|conn| !conn.sender.is_closed());
+            let best = slot
+                .conns
+                .iter()
+                .filter(|conn| conn.has_capacity())
+                .min_by_key(|conn| conn.in_flight.load(Ordering::Relaxed));
+            if let Some(conn) = best {
+                return Ok(self.inner.lease(conn.clone()));
+            }
+            slot.connecting
+                .get_or_insert_with(|| {
+                    Inner::open(self.inner.clone(), target.clone())
+                        .boxed()
+                        .shared()
+                })
+                .clone()
+        };
+        let conn = connecting.await?;
+        Ok(self.inner.lease(conn))
+    }
+}
+
+impl<B> Inner<B>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + Unpin + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    fn lease(self: &Arc<Self>, conn: Arc<Conn<B>>) -> Lease<B> {
+        conn.in_flight.fetch_add(1, Ordering::Relaxed);
+        Lease {
+            conn,
+            pool: Arc::downgrade(self),
+        }
+    }
+
+    /// Opens a connection and files it (or the failure) in the target's slot.
+    async fn open(self: Arc<Self>, target: Target) -> Result<Arc<Conn<B>>, ProxyError> {
+        let result = tokio::time::timeout(self.connect_timeout, self.connect(&target))
+            .await
+            .unwrap_or_else(|_| {
+                Err(ProxyError::Unreachable {
+                    target: target.to_string(),
+                    reason: format!(
+                        "no connection within {} ms (servers.connect_timeout_ms)",
+                        self.connect_timeout.as_millis()
+                    ),
+                })
+            });
+        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(slot) = slots.get_mut(&target) {
+            slot.connecting = None;
+            match &result {
+                Ok(conn) => slot.conns.push(conn.clone()),
+                Err(_) if slot.conns.is_empty() => {
+                    slots.remove(&target);
+                }
+                Err(_) => {}
+            }
+        }
+        result
+    }
+
+    async fn connect(&self, target: &Target) -> Result<Arc<Conn<B>>, ProxyError> {
+        let unreachable = |reason: String| ProxyError::Unreachable {
+            target: target.to_string(),
+            reason,
+        };
+        let addrs: Vec<SocketAddr> = match &target.host {
+            Host::Ip(ip) => vec![SocketAddr::new(*ip, target.port)],
+            Host::Name(name) => tokio::net::lookup_host((name.as_str(), target.port))
+                .await
+                .map_err(|err| unreachable(format!("cannot resolve host: {err}")))?
+                .collect(),
+        };
+        if addrs.is_empty() {
+            return Err(unreachable("host resolves to no address".into()));
+        }
+        // Every address is checked before any is tried, and only checked ones are dialled.
+        for addr in &addrs {
+            self.allowlist.check_resolved(target, addr.ip())?;
+        }
+        let mut last_err = None;
+        let mut stream = None;
+        for addr in &addrs {
+            match TcpStream::connect(addr).await {
+                Ok(tcp) => {
+                    stream = Some(tcp);
+                    break;
+                }
+                Err(err) => last_err = Some(format!("{addr}: {err}")),
+            }
+        }
+        let stream = stream.ok_or_else(|| unreachable(last_err.unwrap_or_default()))?;
+        let _ = stream.set_nodelay(true);
+        let (sender, connection) = Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(|err| unreachable(format!("HTTP/2 handshake failed: {err}")))?;
+        let name = target.to_string();
+        let max_streams = Arc::new(AtomicUsize::new(usize::MAX));
+        let published = max_streams.clone();
+        let mut connection = Box::pin(connection);
+        // Drives the connection, publishing the server's SETTINGS_MAX_CONCURRENT_STREAMS after
+        // every poll (it only changes when the connection reads a frame).
+        let driver = std::future::poll_fn(move |cx| {
+            let poll = connection.as_mut().poll(cx);
+            published.store(connection.current_max_send_streams(), Ordering::Relaxed);
+            poll
+        });
+        tokio::spawn(async move {
+            match driver.await {
+                Ok(()) => tracing::debug!(target = %name, "upstream connection closed"),
+                Err(err) => tracing::info!(target = %name, error = %err, "upstream connection failed"),
+            }
+        });
+        self.opened.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(target = %target, "upstream connection opened");
+        Ok(Arc::new(Conn {
+            sender,
+            max_streams,
+            in_flight: AtomicUsize::new(0),
+            last_used_ms: AtomicU64::new(self.epoch.elapsed().as_millis() as u64),
+        }))
+    }
+}
+
+impl<B: http_body::Body + 'static> Inner<B> {
+    fn is_idle(&self, conn: &Conn<B>, now_ms: u64) -> bool {
+        conn.in_flight.load(Ordering::Relaxed) == 0
+            && now_ms.saturating_sub(conn.last_used_ms.load(Ordering::Relaxed))
+                >= self.idle_timeout.as_millis() as u64
+    }
+
+    /// Drops connections idle for longer than the idle timeout, and closed ones.
+    fn close_idle(&self) {
+        let now_ms = self.epoch.elapsed().as_millis() as u64;
+        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        slots.retain(|target, slot| {
+            slot.conns.retain(|conn| {
+                let keep = !conn.sender.is_closed() && !self.is_idle(conn, now_ms);
+                if !keep {
+                    tracing::debug!(target = %target, "closing idle upstream connection");
+                }
+                keep
+            });
+            !slot.conns.is_empty() || slot.connecting.is_some()
+        });
+    }
+
+    /// Makes room for a new target by dropping the least recently used target with no call in
+    /// flight; fails when every target is busy.
+    fn evict_one_idle(&self, slots: &mut HashMap<Target, Slot<B>>) -> Result<(), ProxyError> {
+        let victim = slots
+            .iter()
+            .filter(|(_, slot)| {
+                slot.connecting.is_none()
+                    && slot
+                        .conns
+                        .iter()
+                        .all(|conn| conn.in_flight.load(Ordering::Relaxed) == 0)
+            })
+            .min_by_key(|(_, slot)| {
+                slot.conns
+                    .iter()
+                    .map(|conn| conn.last_used_ms.load(Ordering::Relaxed))
+                    .max()
+                    .unwrap_or(0)
+            })
+            .map(|(target, _)| target.clone());
+        match victim {
+            Some(target) => {
+                slots.remove(&target);
+                Ok(())
+            }
+            None => Err(ProxyError::TooManyTargets(self.max_targets)),
+        }
+    }
+}
