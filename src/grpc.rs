@@ -121,7 +121,6 @@ impl Forwarder {
         .ok_or(ProxyError::NoTarget)?;
         record.set_target(&target);
 
-        let lease = with_deadline(deadline, self.pool.checkout(&target)).await??;
         let path = parts
             .uri
             .path_and_query()
@@ -133,7 +132,7 @@ impl Forwarder {
             parts.headers.remove(name);
         }
         strip_te(&mut parts.headers);
-        let upstream_request = Request::from_parts(
+        let mut upstream_request = Request::from_parts(
             parts,
             RequestBody {
                 prefix,
@@ -142,13 +141,29 @@ impl Forwarder {
             },
         );
 
-        let mut sender = lease.sender();
-        let response = with_deadline(deadline, sender.send_request(upstream_request))
-            .await?
-            .map_err(|err| ProxyError::StreamFailed {
-                target: target.to_string(),
-                reason: err.to_string(),
-            })?;
+        // A pooled connection can close between checkout and send; a request it never took
+        // is sent once more on a fresh connection.
+        let mut retried = false;
+        let (response, lease) = loop {
+            let lease = with_deadline(deadline, self.pool.checkout(&target)).await??;
+            let mut sender = lease.sender();
+            match with_deadline(deadline, sender.try_send_request(upstream_request)).await? {
+                Ok(response) => break (response, lease),
+                Err(mut err) => match err.take_message() {
+                    Some(request) if !retried => {
+                        tracing::debug!(error = %err.error(), "pooled connection closed; retrying");
+                        retried = true;
+                        upstream_request = request;
+                    }
+                    _ => {
+                        return Err(ProxyError::StreamFailed {
+                            target: target.to_string(),
+                            reason: err.into_error().to_string(),
+                        })
+                    }
+                },
+            }
+        };
         let (parts, body) = response.into_parts();
         if let Some(status) = parts.headers.get("grpc-status") {
             record.status = Some(status_string(status));

@@ -1,0 +1,716 @@
+//! Test fixtures: fake Pinot and echo gRPC servers on 127.0.0.1:0 that report what they
+//! received, a raw HTTP/2 client, and an in-process proxy.
+#![allow(dead_code)]
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use pinot_proxy::{Config, Server};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{oneshot, watch};
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+pub mod pinot {
+    include!(concat!(env!("OUT_DIR"), "/test/org.apache.pinot.common.proto.rs"));
+}
+pub mod echo {
+    include!(concat!(env!("OUT_DIR"), "/test/pinotproxy.test.rs"));
+}
+
+use echo::echo_server::{Echo, EchoServer};
+use echo::EchoMessage;
+use pinot::pinot_query_server_server::{PinotQueryServer, PinotQueryServerServer};
+use pinot::{ServerRequest, ServerResponse};
+
+pub const SUBMIT: &str = "/org.apache.pinot.common.proto.PinotQueryServer/Submit";
+pub const MAX_MESSAGE: usize = 256 * 1024 * 1024;
+/// Upper bound for anything a test waits on, so a broken proxy fails instead of hanging.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+/// A counter a test can wait on without sleeping.
+#[derive(Clone)]
+pub struct Counter(Arc<watch::Sender<usize>>);
+
+impl Counter {
+    pub fn new() -> Counter {
+        Counter(Arc::new(watch::channel(0).0))
+    }
+    pub fn add(&self) {
+        self.0.send_modify(|n| *n += 1);
+    }
+    pub fn get(&self) -> usize {
+        *self.0.borrow()
+    }
+    /// Waits until the count reaches `n`; panics after [`WAIT`].
+    pub async fn wait_for(&self, n: usize) {
+        let mut rx = self.0.subscribe();
+        tokio::time::timeout(WAIT, rx.wait_for(|count| *count >= n))
+            .await
+            .unwrap_or_else(|_| panic!("count stayed at {} below {n}", self.get()))
+            .expect("counter alive");
+    }
+}
+
+impl Default for Counter {
+    fn default() -> Self {
+        Counter::new()
+    }
+}
+
+/// What a fake server saw.
+#[derive(Clone, Default)]
+pub struct Seen {
+    /// Connections accepted and closed.
+    pub accepted: Counter,
+    pub closed: Counter,
+    /// Response streams dropped before they finished: the call was cancelled.
+    pub cancelled: Counter,
+    /// Requests received, with their metadata headers.
+    pub requests: Arc<Mutex<Vec<(HashMap<String, String>, Vec<u8>)>>>,
+}
+
+impl Seen {
+    fn record(&self, headers: &tonic::metadata::MetadataMap, message: Vec<u8>) {
+        let headers = headers
+            .clone()
+            .into_headers()
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("?").to_string()))
+            .collect();
+        self.requests.lock().unwrap().push((headers, message));
+    }
+    pub fn request_count(&self) -> usize {
+        self.requests.lock().unwrap().len()
+    }
+    pub fn last_headers(&self) -> HashMap<String, String> {
+        self.requests.lock().unwrap().last().expect("a request").0.clone()
+    }
+    pub fn last_message(&self) -> Vec<u8> {
+        self.requests.lock().unwrap().last().expect("a request").1.clone()
+    }
+}
+
+/// A TCP stream that counts its closing.
+pub struct CountedStream {
+    inner: TcpStream,
+    closed: Counter,
+}
+
+impl Drop for CountedStream {
+    fn drop(&mut self) {
+        self.closed.add();
+    }
+}
+
+impl AsyncRead for CountedStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for CountedStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+impl tonic::transport::server::Connected for CountedStream {
+    type ConnectInfo = ();
+    fn connect_info(&self) -> Self::ConnectInfo {}
+}
+
+/// A running fake server; dropping it stops it.
+pub struct FakeServer {
+    pub addr: SocketAddr,
+    pub seen: Seen,
+    _stop: oneshot::Sender<()>,
+}
+
+impl FakeServer {
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+}
+
+/// Starts a tonic server with the fake Pinot and echo services on 127.0.0.1:0.
+pub async fn start_fake(name: &str) -> FakeServer {
+    start_fake_on(name, 0).await
+}
+
+/// Starts the fake server on a given port (0 for any), e.g. to restart one.
+pub async fn start_fake_on(name: &str, port: u16) -> FakeServer {
+    let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Seen::default();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let incoming = {
+        let seen = seen.clone();
+        async_incoming(listener, seen)
+    };
+    let pinot = FakePinot {
+        name: name.to_string(),
+        seen: seen.clone(),
+    };
+    let echo = FakeEcho { seen: seen.clone() };
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(
+                PinotQueryServerServer::new(pinot)
+                    .max_decoding_message_size(MAX_MESSAGE)
+                    .max_encoding_message_size(MAX_MESSAGE),
+            )
+            .add_service(
+                EchoServer::new(echo)
+                    .max_decoding_message_size(MAX_MESSAGE)
+                    .max_encoding_message_size(MAX_MESSAGE),
+            )
+            .serve_with_incoming_shutdown(incoming, async {
+                let _ = stopped.await;
+            }),
+    );
+    FakeServer {
+        addr,
+        seen,
+        _stop: stop,
+    }
+}
+
+fn async_incoming(
+    listener: TcpListener,
+    seen: Seen,
+) -> impl Stream<Item = std::io::Result<CountedStream>> {
+    futures_util::stream::unfold((listener, seen), |(listener, seen)| async move {
+        let accepted = listener.accept().await.map(|(inner, _)| {
+            seen.accepted.add();
+            CountedStream {
+                inner,
+                closed: seen.closed.clone(),
+            }
+        });
+        Some((accepted, (listener, seen)))
+    })
+}
+
+/// Deterministic payload bytes for block `index` of the stream seeded with `seed`.
+pub fn block(seed: u64, index: u64, size: usize) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ index.wrapping_add(1);
+    (0..size)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
+}
+
+/// A stream that counts itself as cancelled when dropped before it ended.
+struct Guarded<S> {
+    inner: Pin<Box<S>>,
+    done: bool,
+    cancelled: Counter,
+}
+
+impl<S: Stream<Item = Result<T, Status>>, T> Stream for Guarded<S> {
+    type Item = Result<T, Status>;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let next = self.inner.as_mut().poll_next(cx);
+        if let Poll::Ready(None) = next {
+            self.done = true;
+        }
+        next
+    }
+}
+
+impl<S> Drop for Guarded<S> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.cancelled.add();
+        }
+    }
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+fn guarded<T: 'static, S>(seen: &Seen, stream: S) -> BoxStream<T>
+where
+    S: Stream<Item = Result<T, Status>> + Send + 'static,
+{
+    Box::pin(Guarded {
+        inner: Box::pin(stream),
+        done: false,
+        cancelled: seen.cancelled.clone(),
+    })
+}
+
+/// A fake Pinot server. The request's `sql` says what to do:
+/// `blocks:<count>:<size>:<seed>` streams that many data blocks then a metadata response;
+/// `slow:<count>:<gap_ms>` streams small blocks with gaps between them;
+/// `hang` sends one block and then nothing; `fail:<code>:<after>` fails after some blocks.
+struct FakePinot {
+    name: String,
+    seen: Seen,
+}
+
+fn response(kind: &str, server: &str, payload: Vec<u8>) -> ServerResponse {
+    ServerResponse {
+        metadata: HashMap::from([
+            ("responseType".to_string(), kind.to_string()),
+            ("server".to_string(), server.to_string()),
+        ]),
+        payload,
+    }
+}
+
+#[tonic::async_trait]
+impl PinotQueryServer for FakePinot {
+    type SubmitStream = BoxStream<ServerResponse>;
+
+    async fn submit(
+        &self,
+        request: Request<ServerRequest>,
+    ) -> Result<Response<Self::SubmitStream>, Status> {
+        use prost::Message;
+        self.seen
+            .record(request.metadata(), request.get_ref().encode_to_vec());
+        let sql = request.get_ref().sql.clone();
+        let name = self.name.clone();
+        let parts: Vec<&str> = sql.split(':').collect();
+        let num = |i: usize| parts.get(i).and_then(|p| p.parse::<u64>().ok()).unwrap_or(0);
+        let stream: BoxStream<ServerResponse> = match parts[0] {
+            "blocks" => {
+                let (count, size, seed) = (num(1), num(2) as usize, num(3));
+                let items = (0..count)
+                    .map(move |i| Ok(response("data", &name, block(seed, i, size))))
+                    .chain(std::iter::once(Ok(response("metadata", &self.name, vec![]))))
+                    .collect::<Vec<_>>();
+                guarded(&self.seen, tokio_stream::iter(items))
+            }
+            "slow" => {
+                let (count, gap) = (num(1), Duration::from_millis(num(2)));
+                let stream = futures_util::stream::unfold(0, move |i| {
+                    let name = name.clone();
+                    async move {
+                        if i > count {
+                            return None;
+                        }
+                        if i > 0 {
+                            tokio::time::sleep(gap).await;
+                        }
+                        let kind = if i == count { "metadata" } else { "data" };
+                        Some((Ok(response(kind, &name, block(7, i, 64))), i + 1))
+                    }
+                });
+                guarded(&self.seen, stream)
+            }
+            "hang" => {
+                let first = tokio_stream::iter(vec![Ok(response("data", &name, block(1, 0, 32)))]);
+                guarded(&self.seen, first.chain(futures_util::stream::pending()))
+            }
+            "fail" => {
+                let code = tonic::Code::from(num(1) as i32);
+                let after = num(2);
+                let mut items: Vec<Result<ServerResponse, Status>> = (0..after)
+                    .map(|i| Ok(response("data", &name, block(3, i, 100))))
+                    .collect();
+                let mut status = Status::new(code, "fake failure");
+                status
+                    .metadata_mut()
+                    .insert("x-fake-trailer", "after-data".parse().unwrap());
+                items.push(Err(status));
+                guarded(&self.seen, tokio_stream::iter(items))
+            }
+            other => {
+                return Err(Status::invalid_argument(format!("unknown command {other}")));
+            }
+        };
+        Ok(Response::new(stream))
+    }
+}
+
+use futures_util::StreamExt;
+
+/// The echo service: every RPC kind, with custom headers and trailers.
+struct FakeEcho {
+    seen: Seen,
+}
+
+fn echo_status(code: u32) -> Status {
+    let mut status = Status::new(tonic::Code::from(code as i32), "echo failure");
+    status
+        .metadata_mut()
+        .insert("x-echo-trailer", "trailer-value".parse().unwrap());
+    status
+}
+
+#[tonic::async_trait]
+impl Echo for FakeEcho {
+    async fn unary(&self, request: Request<EchoMessage>) -> Result<Response<EchoMessage>, Status> {
+        self.seen
+            .record(request.metadata(), request.get_ref().data.clone());
+        let message = request.into_inner();
+        if message.fail_code != 0 {
+            return Err(echo_status(message.fail_code));
+        }
+        let mut response = Response::new(message);
+        response
+            .metadata_mut()
+            .insert("x-echo-header", "header-value".parse().unwrap());
+        Ok(response)
+    }
+
+    type ServerStreamStream = BoxStream<EchoMessage>;
+
+    async fn server_stream(
+        &self,
+        request: Request<EchoMessage>,
+    ) -> Result<Response<Self::ServerStreamStream>, Status> {
+        self.seen
+            .record(request.metadata(), request.get_ref().data.clone());
+        let message = request.into_inner();
+        let mut items: Vec<Result<EchoMessage, Status>> = (0..message.count)
+            .map(|_| {
+                Ok(EchoMessage {
+                    data: message.data.clone(),
+                    ..Default::default()
+                })
+            })
+            .collect();
+        if message.fail_code != 0 {
+            items.push(Err(echo_status(message.fail_code)));
+        }
+        Ok(Response::new(guarded(&self.seen, tokio_stream::iter(items))))
+    }
+
+    async fn client_stream(
+        &self,
+        request: Request<tonic::Streaming<EchoMessage>>,
+    ) -> Result<Response<EchoMessage>, Status> {
+        let headers = request.metadata().clone();
+        let mut stream = request.into_inner();
+        let mut data = Vec::new();
+        while let Some(message) = stream.message().await? {
+            data.extend_from_slice(&message.data);
+        }
+        self.seen.record(&headers, data.clone());
+        Ok(Response::new(EchoMessage {
+            data,
+            ..Default::default()
+        }))
+    }
+
+    type BidiStream = BoxStream<EchoMessage>;
+
+    async fn bidi(
+        &self,
+        request: Request<tonic::Streaming<EchoMessage>>,
+    ) -> Result<Response<Self::BidiStream>, Status> {
+        self.seen.record(request.metadata(), Vec::new());
+        let stream = request.into_inner().map(|message| {
+            message.map(|m| EchoMessage {
+                data: m.data,
+                ..Default::default()
+            })
+        });
+        Ok(Response::new(guarded(&self.seen, stream)))
+    }
+}
+
+/// A proxy running in-process.
+pub struct Proxy {
+    pub addr: SocketAddr,
+    pub forwarder: pinot_proxy::grpc::Forwarder,
+    stop: Option<oneshot::Sender<()>>,
+    done: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Proxy {
+    pub fn connections_opened(&self) -> u64 {
+        self.forwarder.pool().connections_opened()
+    }
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+    /// Signals shutdown and waits for the proxy to finish draining.
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        let _ = self.stop.take().unwrap().send(());
+        tokio::time::timeout(WAIT, self.done.take().unwrap())
+            .await
+            .expect("proxy stops")
+            .expect("proxy task")
+    }
+}
+
+/// Starts a proxy allowing 127.0.0.1, with extra `[server]` and `[servers]` keys.
+pub async fn start_proxy(server_keys: &str, servers_keys: &str) -> Proxy {
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n{server_keys}\n\
+         [servers]\nallow = [\"127.0.0.1\"]\n{servers_keys}\n"
+    );
+    let config = Config::parse(&text).expect("test config");
+    let server = Server::bind(&config).await.expect("bind");
+    let addr = server.local_addr();
+    let forwarder = server.forwarder().clone();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let done = tokio::spawn(server.run(async {
+        let _ = stopped.await;
+    }));
+    Proxy {
+        addr,
+        forwarder,
+        stop: Some(stop),
+        done: Some(done),
+    }
+}
+
+/// A tonic channel to `addr` with large message limits.
+pub async fn channel(addr: SocketAddr) -> tonic::transport::Channel {
+    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .expect("connect")
+}
+
+pub fn pinot_client(
+    channel: tonic::transport::Channel,
+) -> pinot::pinot_query_server_client::PinotQueryServerClient<tonic::transport::Channel> {
+    pinot::pinot_query_server_client::PinotQueryServerClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE)
+}
+
+pub fn echo_client(
+    channel: tonic::transport::Channel,
+) -> echo::echo_client::EchoClient<tonic::transport::Channel> {
+    echo::echo_client::EchoClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE)
+}
+
+/// A `ServerRequest` as Trino builds it, naming `port` on 127.0.0.1.
+pub fn trino_request(sql: &str, port: u16) -> ServerRequest {
+    ServerRequest {
+        metadata: HashMap::from([
+            ("FORWARD_HOST".to_string(), "127.0.0.1".to_string()),
+            ("FORWARD_PORT".to_string(), port.to_string()),
+            ("requestId".to_string(), "0".to_string()),
+            ("brokerId".to_string(), "unknown".to_string()),
+            ("enableTrace".to_string(), "false".to_string()),
+            ("enableStreaming".to_string(), "true".to_string()),
+            ("payloadType".to_string(), "sql".to_string()),
+        ]),
+        sql: sql.to_string(),
+        segments: vec!["segment_0".to_string()],
+        ..Default::default()
+    }
+}
+
+/// Runs a Submit and collects every response, or the status it ended with.
+pub async fn submit_all(
+    channel: tonic::transport::Channel,
+    request: ServerRequest,
+) -> Result<Vec<ServerResponse>, Status> {
+    let mut stream = pinot_client(channel).submit(request).await?.into_inner();
+    let mut out = Vec::new();
+    while let Some(response) = stream.message().await? {
+        out.push(response);
+    }
+    Ok(out)
+}
+
+/// What a raw HTTP/2 gRPC call got back.
+pub struct RawResponse {
+    pub status: http::StatusCode,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+    pub trailers: Option<http::HeaderMap>,
+}
+
+impl RawResponse {
+    /// `grpc-status` from the trailers, or from the headers of a trailers-only response.
+    pub fn grpc_status(&self) -> Option<String> {
+        self.trailers
+            .as_ref()
+            .and_then(|t| t.get("grpc-status"))
+            .or_else(|| self.headers.get("grpc-status"))
+            .map(|v| v.to_str().unwrap().to_string())
+    }
+    pub fn grpc_message(&self) -> String {
+        self.trailers
+            .as_ref()
+            .and_then(|t| t.get("grpc-message"))
+            .or_else(|| self.headers.get("grpc-message"))
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default()
+    }
+}
+
+/// Frames `message` as one gRPC length-prefixed message.
+pub fn frame(message: &[u8]) -> Vec<u8> {
+    let mut out = vec![0u8];
+    out.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    out.extend_from_slice(message);
+    out
+}
+
+/// Sends one gRPC request with a raw HTTP/2 client and reads the whole response.
+pub async fn raw_call(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> RawResponse {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let mut request = http::Request::post(format!("http://{addr}{path}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = sender
+        .send_request(request.body(Full::new(Bytes::from(body))).unwrap())
+        .await
+        .unwrap();
+    let (parts, body) = response.into_parts();
+    let collected = tokio::time::timeout(WAIT, body.collect())
+        .await
+        .expect("response ends")
+        .unwrap();
+    let trailers = collected.trailers().cloned();
+    RawResponse {
+        status: parts.status,
+        headers: parts.headers,
+        body: collected.to_bytes(),
+        trailers,
+    }
+}
+
+/// How a bare HTTP/2 test server answers.
+#[derive(Clone, Copy, PartialEq)]
+pub enum Raw {
+    /// Never answers.
+    Stall,
+    /// Sends headers and one message, then nothing.
+    StallAfterFirst,
+    /// Reads the whole request body and sends it back unchanged, then `grpc-status: 0`.
+    Echo,
+}
+
+/// A bare HTTP/2 server (no gRPC library) that records request headers and counts requests
+/// dropped before they finished.
+pub async fn start_raw_server(mode: Raw) -> FakeServer {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Seen::default();
+    let (stop, mut stopped) = oneshot::channel::<()>();
+    let server_seen = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = tokio::select! {
+                accepted = listener.accept() => accepted.unwrap(),
+                _ = &mut stopped => return,
+            };
+            server_seen.accepted.add();
+            let seen = server_seen.clone();
+            let service = hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
+                raw_answer(mode, seen.clone(), request)
+            });
+            tokio::spawn(
+                hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tcp), service),
+            );
+        }
+    });
+    FakeServer {
+        addr,
+        seen,
+        _stop: stop,
+    }
+}
+
+type RawBody = http_body_util::combinators::BoxBody<Bytes, std::convert::Infallible>;
+
+async fn raw_answer(
+    mode: Raw,
+    seen: Seen,
+    request: http::Request<hyper::body::Incoming>,
+) -> Result<http::Response<RawBody>, std::convert::Infallible> {
+    let headers = request
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("?").to_string()))
+        .collect();
+    let guard = DropCounter(seen.cancelled.clone());
+    let response = http::Response::builder().header("content-type", "application/grpc");
+    match mode {
+        Raw::Stall => {
+            seen.requests.lock().unwrap().push((headers, Vec::new()));
+            let _held = &guard;
+            std::future::pending::<()>().await;
+            unreachable!()
+        }
+        Raw::StallAfterFirst => {
+            seen.requests.lock().unwrap().push((headers, Vec::new()));
+            let first = futures_util::stream::iter(vec![Ok(http_body::Frame::data(Bytes::from(
+                frame(b"first"),
+            )))]);
+            let body = first.chain(futures_util::stream::pending()).map(move |f| {
+                let _held = &guard;
+                f
+            });
+            Ok(response
+                .body(BodyExt::boxed(http_body_util::StreamBody::new(body)))
+                .unwrap())
+        }
+        Raw::Echo => {
+            let body = request.into_body().collect().await.unwrap().to_bytes();
+            seen.requests.lock().unwrap().push((headers, body.to_vec()));
+            std::mem::forget(guard);
+            let mut trailers = http::HeaderMap::new();
+            trailers.insert("grpc-status", "0".parse().unwrap());
+            let frames = vec![
+                Ok(http_body::Frame::data(body)),
+                Ok(http_body::Frame::trailers(trailers)),
+            ];
+            Ok(response
+                .body(BodyExt::boxed(http_body_util::StreamBody::new(futures_util::stream::iter(frames))))
+                .unwrap())
+        }
+    }
+}
+
+struct DropCounter(Counter);
+
+impl Drop for DropCounter {
+    fn drop(&mut self) {
+        self.0.add();
+    }
+}

@@ -1,0 +1,553 @@
+//! Forwarding of gRPC calls through the proxy to fake Pinot servers.
+
+mod common;
+
+use common::*;
+use common::pinot::ServerRequest;
+use prost::Message;
+use std::time::Duration;
+use tonic::Code;
+
+#[tokio::test]
+async fn submit_is_routed_by_body_keys_to_the_named_server() {
+    let a = start_fake("a").await;
+    let b = start_fake("b").await;
+    let proxy = start_proxy("", "").await;
+    let through = channel(proxy.addr).await;
+
+    for (server, name) in [(&b, "b"), (&a, "a"), (&b, "b")] {
+        let request = trino_request("blocks:3:1000:42", server.port());
+        let responses = submit_all(through.clone(), request.clone()).await.unwrap();
+        assert_eq!(responses.len(), 4);
+        assert!(responses.iter().all(|r| r.metadata["server"] == name));
+        // The server receives the request, routing keys included.
+        assert_eq!(
+            ServerRequest::decode(server.seen.last_message().as_slice()).unwrap(),
+            request
+        );
+    }
+    assert_eq!(a.seen.request_count(), 1);
+    assert_eq!(b.seen.request_count(), 2);
+
+    // Same results through the proxy as direct.
+    let direct = submit_all(channel(a.addr).await, trino_request("blocks:5:4096:9", a.port()))
+        .await
+        .unwrap();
+    let proxied = submit_all(through, trino_request("blocks:5:4096:9", a.port()))
+        .await
+        .unwrap();
+    assert_eq!(direct, proxied);
+    assert_eq!(proxied.len(), 6);
+    assert_eq!(proxied[5].metadata["responseType"], "metadata");
+    assert_eq!(proxied[2].payload, block(9, 2, 4096));
+}
+
+#[tokio::test]
+async fn submit_bytes_are_forwarded_unchanged() {
+    let server = start_raw_server(Raw::Echo).await;
+    let proxy = start_proxy("", "").await;
+    // Hand-built, in an order prost would not produce, with an unknown field 15 that a
+    // re-encoding proxy would drop, and a second message after the first.
+    let mut message = Vec::new();
+    let mut entry = |key: &str, value: &str| {
+        let mut kv = vec![0x0a, key.len() as u8];
+        kv.extend_from_slice(key.as_bytes());
+        kv.extend_from_slice(&[0x12, value.len() as u8]);
+        kv.extend_from_slice(value.as_bytes());
+        message.push(0x0a);
+        message.push(kv.len() as u8);
+        message.extend_from_slice(&kv);
+    };
+    entry("FORWARD_PORT", &server.port().to_string());
+    entry("zzz", "1");
+    entry("FORWARD_HOST", "127.0.0.1");
+    message.extend_from_slice(&[0x7a, 3, b'a', b'b', b'c']);
+    let mut body = frame(&message);
+    body.extend_from_slice(&frame(b"second message"));
+    let raw = raw_call(proxy.addr, SUBMIT, &[], body.clone()).await;
+    assert_eq!(raw.grpc_status().as_deref(), Some("0"), "{}", raw.grpc_message());
+    assert_eq!(server.seen.last_message(), body);
+    assert_eq!(raw.body.as_ref(), body.as_slice());
+}
+
+#[tokio::test]
+async fn headers_name_the_target_for_any_method() {
+    let server = start_fake("s").await;
+    let proxy = start_proxy("", "").await;
+    let mut client = echo_client(channel(proxy.addr).await);
+    for (host_key, port_key) in [("forward_host", "forward_port"), ("forward-host", "forward-port")] {
+        let mut request = tonic::Request::new(common::echo::EchoMessage {
+            data: b"hello".to_vec(),
+            ..Default::default()
+        });
+        request.metadata_mut().insert(host_key, "127.0.0.1".parse().unwrap());
+        request
+            .metadata_mut()
+            .insert(port_key, server.port().to_string().parse().unwrap());
+        request.metadata_mut().insert("x-user-meta", "kept".parse().unwrap());
+        let response = client.unary(request).await.unwrap();
+        assert_eq!(response.metadata().get("x-echo-header").unwrap(), "header-value");
+        assert_eq!(response.get_ref().data, b"hello");
+        let seen = server.seen.last_headers();
+        assert_eq!(seen.get("x-user-meta").map(String::as_str), Some("kept"));
+        assert!(!seen.contains_key(host_key) && !seen.contains_key(port_key));
+    }
+
+    // Submit without body keys falls back to headers too.
+    let mut request = trino_request("blocks:1:10:1", server.port());
+    request.metadata.clear();
+    let mut request = tonic::Request::new(request);
+    request.metadata_mut().insert("forward_host", "127.0.0.1".parse().unwrap());
+    request
+        .metadata_mut()
+        .insert("forward_port", server.port().to_string().parse().unwrap());
+    let mut stream = pinot_client(channel(proxy.addr).await)
+        .submit(request)
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(stream.message().await.unwrap().unwrap().metadata["server"], "s");
+}
+
+fn routed<T>(message: T, port: u16) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert("forward_host", "127.0.0.1".parse().unwrap());
+    request
+        .metadata_mut()
+        .insert("forward_port", port.to_string().parse().unwrap());
+    request
+}
+
+fn echo_message(data: &[u8]) -> common::echo::EchoMessage {
+    common::echo::EchoMessage {
+        data: data.to_vec(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn all_four_rpc_kinds_pass_through() {
+    let server = start_fake("s").await;
+    let proxy = start_proxy("", "").await;
+    let mut client = echo_client(channel(proxy.addr).await);
+    let port = server.port();
+
+    let unary = client.unary(routed(echo_message(b"one"), port)).await.unwrap();
+    assert_eq!(unary.get_ref().data, b"one");
+
+    let mut message = echo_message(b"many");
+    message.count = 10;
+    let mut stream = client.server_stream(routed(message, port)).await.unwrap().into_inner();
+    let mut count = 0;
+    while let Some(m) = stream.message().await.unwrap() {
+        assert_eq!(m.data, b"many");
+        count += 1;
+    }
+    assert_eq!(count, 10);
+
+    let parts: Vec<_> = (0..5u8).map(|i| echo_message(&[i; 3])).collect();
+    let joined = client
+        .client_stream(routed(tokio_stream::iter(parts), port))
+        .await
+        .unwrap();
+    assert_eq!(joined.get_ref().data, [[0u8; 3], [1; 3], [2; 3], [3; 3], [4; 3]].concat());
+
+    // Bidi, one message at a time: each reply must arrive before the next message is sent,
+    // which fails if either direction were buffered.
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    let mut replies = client
+        .bidi(routed(tokio_stream::wrappers::ReceiverStream::new(rx), port))
+        .await
+        .unwrap()
+        .into_inner();
+    for i in 0..5u8 {
+        tx.send(echo_message(&[i])).await.unwrap();
+        let reply = tokio::time::timeout(WAIT, replies.message()).await.unwrap().unwrap().unwrap();
+        assert_eq!(reply.data, [i]);
+    }
+    drop(tx);
+    assert!(replies.message().await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn statuses_and_trailers_pass_through_before_and_after_data() {
+    let server = start_fake("s").await;
+    let proxy = start_proxy("", "").await;
+    let mut client = echo_client(channel(proxy.addr).await);
+
+    // Trailers-only: the status arrives with the response headers.
+    let mut message = echo_message(b"x");
+    message.fail_code = Code::NotFound as u32;
+    let status = client.unary(routed(message, server.port())).await.unwrap_err();
+    assert_eq!(status.code(), Code::NotFound);
+    assert_eq!(status.message(), "echo failure");
+    assert_eq!(status.metadata().get("x-echo-trailer").unwrap(), "trailer-value");
+
+    // After data: the messages, then the status in trailers.
+    let mut message = echo_message(b"d");
+    message.count = 3;
+    message.fail_code = Code::ResourceExhausted as u32;
+    let mut stream = client
+        .server_stream(routed(message, server.port()))
+        .await
+        .unwrap()
+        .into_inner();
+    for _ in 0..3 {
+        assert_eq!(stream.message().await.unwrap().unwrap().data, b"d");
+    }
+    let status = stream.message().await.unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted);
+    assert_eq!(status.metadata().get("x-echo-trailer").unwrap(), "trailer-value");
+
+    // The same for Pinot's Submit.
+    let result = submit_all(
+        channel(proxy.addr).await,
+        trino_request("fail:13:2", server.port()),
+    )
+    .await;
+    let status = result.unwrap_err();
+    assert_eq!(status.code(), Code::Internal);
+    assert_eq!(status.message(), "fake failure");
+    assert_eq!(status.metadata().get("x-fake-trailer").unwrap(), "after-data");
+}
+
+#[tokio::test]
+async fn proxy_errors_are_grpc_statuses_naming_the_cause() {
+    let server = start_fake("s").await;
+    let proxy = start_proxy("max_routing_message_bytes = 1024", "").await;
+    let through = channel(proxy.addr).await;
+
+    // No target anywhere.
+    let mut request = trino_request("blocks:1:1:1", server.port());
+    request.metadata.clear();
+    let status = submit_all(through.clone(), request).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("FORWARD_HOST"), "{status:?}");
+    let status = echo_client(through.clone())
+        .unary(echo_message(b"x"))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+
+    // Target outside the allowlist: refused before any connection.
+    let mut request = trino_request("blocks:1:1:1", 8090);
+    request
+        .metadata
+        .insert("FORWARD_HOST".into(), "pinot-server-0.evil.example".into());
+    let status = submit_all(through.clone(), request).await.unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    assert!(status.message().contains("pinot-server-0.evil.example:8090"), "{status:?}");
+    let mut request = trino_request("blocks:1:1:1", 8090);
+    request.metadata.insert("FORWARD_HOST".into(), "0x7f.1".into());
+    let status = submit_all(through.clone(), request).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert_eq!(proxy.connections_opened(), 0);
+
+    // A bad port value.
+    let mut request = trino_request("blocks:1:1:1", 1);
+    request.metadata.insert("FORWARD_PORT".into(), "eighty".into());
+    let status = submit_all(through.clone(), request).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("eighty"), "{status:?}");
+
+    // Nothing listens on the port: UNAVAILABLE naming host:port.
+    let closed_port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let status = submit_all(through.clone(), trino_request("blocks:1:1:1", closed_port))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(status.message().contains(&format!("127.0.0.1:{closed_port}")), "{status:?}");
+
+    // A first message over the routing cap.
+    let big = "x".repeat(2000);
+    let status = submit_all(through.clone(), trino_request(&big, server.port()))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(status.message().contains("1024"), "{status:?}");
+
+    // Bytes that are not a ServerRequest.
+    let raw = raw_call(proxy.addr, SUBMIT, &[], frame(&[0xff, 0xff, 0xff])).await;
+    assert_eq!(raw.grpc_status().as_deref(), Some("3"));
+    assert!(raw.grpc_message().contains("ServerRequest"), "{}", raw.grpc_message());
+    // A body that ends inside the first message.
+    let raw = raw_call(proxy.addr, SUBMIT, &[], vec![0, 0, 0, 0, 9, 1]).await;
+    assert_eq!(raw.grpc_status().as_deref(), Some("3"));
+    // A bad grpc-timeout.
+    let raw = raw_call(
+        proxy.addr,
+        "/any.Service/Method",
+        &[("grpc-timeout", "soon")],
+        frame(b""),
+    )
+    .await;
+    assert_eq!(raw.grpc_status().as_deref(), Some("3"));
+    assert!(raw.grpc_message().contains("grpc-timeout"));
+
+    // The proxy keeps serving after all of that.
+    let ok = submit_all(through, trino_request("blocks:2:10:3", server.port())).await;
+    assert_eq!(ok.unwrap().len(), 3);
+    assert_eq!(server.seen.request_count(), 1);
+}
+
+#[tokio::test]
+async fn non_grpc_requests_get_a_clear_http_error() {
+    let proxy = start_proxy("", "").await;
+    let tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let response = sender
+        .send_request(
+            http::Request::get("/tables")
+                .header("host", "proxy")
+                .body(http_body_util::Empty::<bytes::Bytes>::new())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), http::StatusCode::NOT_FOUND);
+    use http_body_util::BodyExt;
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let body = String::from_utf8_lossy(&body);
+    assert!(body.contains("GET /tables") && body.contains("gRPC"), "{body}");
+}
+
+#[tokio::test]
+async fn a_64_mib_message_passes_byte_for_byte() {
+    let server = start_fake("s").await;
+    let proxy = start_proxy("", "").await;
+    let size = 64 * 1024 * 1024;
+    let responses = submit_all(
+        channel(proxy.addr).await,
+        trino_request(&format!("blocks:1:{size}:64"), server.port()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(responses.len(), 2);
+    assert!(responses[0].payload == block(64, 0, size), "payload differs");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_concurrent_calls_get_every_byte() {
+    let a = start_fake("a").await;
+    let b = start_fake("b").await;
+    let proxy = start_proxy("", "").await;
+    let through = channel(proxy.addr).await;
+    let mut calls = tokio::task::JoinSet::new();
+    for seed in 0..200u64 {
+        let port = if seed % 2 == 0 { a.port() } else { b.port() };
+        let through = through.clone();
+        calls.spawn(async move {
+            let responses =
+                submit_all(through, trino_request(&format!("blocks:4:16384:{seed}"), port))
+                    .await
+                    .unwrap();
+            (seed, responses)
+        });
+    }
+    let all = tokio::time::timeout(WAIT * 3, calls.join_all()).await.expect("calls finish");
+    assert_eq!(all.len(), 200);
+    for (seed, responses) in all {
+        let name = if seed % 2 == 0 { "a" } else { "b" };
+        assert_eq!(responses.len(), 5);
+        for (i, response) in responses[..4].iter().enumerate() {
+            assert_eq!(response.metadata["server"], name);
+            assert!(response.payload == block(seed, i as u64, 16384), "call {seed} block {i}");
+        }
+    }
+    assert_eq!(a.seen.request_count() + b.seen.request_count(), 200);
+}
+
+#[tokio::test]
+async fn client_cancel_reaches_the_server() {
+    let server = start_fake("s").await;
+    let proxy = start_proxy("", "").await;
+    let mut stream = pinot_client(channel(proxy.addr).await)
+        .submit(trino_request("hang", server.port()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(stream.message().await.unwrap().is_some());
+    assert_eq!(server.seen.cancelled.get(), 0);
+    drop(stream);
+    server.seen.cancelled.wait_for(1).await;
+
+    // A bidi call whose client goes away with its request stream still open.
+    let (port, addr) = (server.port(), proxy.addr);
+    let (replied, got_reply) = tokio::sync::oneshot::channel();
+    let client = tokio::spawn(async move {
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        let mut replies = echo_client(channel(addr).await)
+            .bidi(routed(tokio_stream::wrappers::ReceiverStream::new(rx), port))
+            .await
+            .unwrap()
+            .into_inner();
+        tx.send(echo_message(b"1")).await.unwrap();
+        assert!(replies.message().await.unwrap().is_some());
+        replied.send(()).unwrap();
+        std::future::pending::<()>().await;
+        drop((tx, replies));
+    });
+    got_reply.await.unwrap();
+    client.abort();
+    server.seen.cancelled.wait_for(2).await;
+}
+
+#[tokio::test]
+async fn connections_are_reused_across_callers_and_calls() {
+    let server = start_fake("s").await;
+    let proxy = start_proxy("", "").await;
+    for _ in 0..10 {
+        // A new client connection each time: the upstream connection is still shared.
+        submit_all(channel(proxy.addr).await, trino_request("blocks:1:10:1", server.port()))
+            .await
+            .unwrap();
+    }
+    let through = channel(proxy.addr).await;
+    let mut calls = tokio::task::JoinSet::new();
+    for _ in 0..20 {
+        let through = through.clone();
+        let port = server.port();
+        calls.spawn(async move { submit_all(through, trino_request("blocks:2:100:1", port)).await });
+    }
+    for result in calls.join_all().await {
+        result.unwrap();
+    }
+    assert_eq!(server.seen.accepted.get(), 1);
+    assert_eq!(proxy.connections_opened(), 1);
+}
+
+#[tokio::test]
+async fn concurrent_first_calls_share_one_connection_attempt() {
+    let server = start_fake("s").await;
+    let proxy = start_proxy("", "").await;
+    let through = channel(proxy.addr).await;
+    let mut calls = tokio::task::JoinSet::new();
+    for _ in 0..30 {
+        let through = through.clone();
+        let port = server.port();
+        calls.spawn(async move { submit_all(through, trino_request("blocks:1:10:1", port)).await });
+    }
+    for result in calls.join_all().await {
+        result.unwrap();
+    }
+    assert_eq!(server.seen.accepted.get(), 1);
+}
+
+#[tokio::test]
+async fn idle_connections_are_closed_and_reopened_on_demand() {
+    let server = start_fake("s").await;
+    let proxy = start_proxy("", "idle_timeout_ms = 100").await;
+    let through = channel(proxy.addr).await;
+    submit_all(through.clone(), trino_request("blocks:1:10:1", server.port()))
+        .await
+        .unwrap();
+    // The idle connection is closed by the proxy; the server sees it go.
+    server.seen.closed.wait_for(1).await;
+    // The next call opens a new one.
+    submit_all(through, trino_request("blocks:1:10:1", server.port()))
+        .await
+        .unwrap();
+    assert_eq!(server.seen.accepted.get(), 2);
+}
+
+#[tokio::test]
+async fn idle_timeout_never_cuts_a_slow_healthy_stream() {
+    // Regression guard: the idle reaper must skip connections with calls in flight.
+    let server = start_fake("s").await;
+    let proxy = start_proxy("", "idle_timeout_ms = 50").await;
+    let responses = submit_all(
+        channel(proxy.addr).await,
+        trino_request("slow:4:150", server.port()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(responses.len(), 5);
+    assert_eq!(server.seen.accepted.get(), 1);
+}
+
+#[tokio::test]
+async fn a_restarted_server_gets_a_new_connection() {
+    let server = start_fake("s").await;
+    let proxy = start_proxy("", "").await;
+    let through = channel(proxy.addr).await;
+    submit_all(through.clone(), trino_request("blocks:1:10:1", server.port()))
+        .await
+        .unwrap();
+    let port = server.port();
+    let seen = server.seen.clone();
+    drop(server);
+    seen.closed.wait_for(1).await;
+    // Nothing listens now: the call fails cleanly.
+    let status = submit_all(through.clone(), trino_request("blocks:1:10:1", port))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    // The server comes back on the same port: the broken connection is replaced.
+    let restarted = start_fake_on("t", port).await;
+    let ok = submit_all(through, trino_request("blocks:1:10:1", port)).await;
+    assert_eq!(ok.unwrap()[0].metadata["server"], "t");
+    assert_eq!(restarted.seen.accepted.get(), 1);
+    assert_eq!(proxy.connections_opened(), 2);
+}
+
+#[tokio::test]
+async fn grpc_timeout_is_forwarded_and_enforced() {
+    // Before response headers: the upstream never answers.
+    let stalling = start_raw_server(Raw::Stall).await;
+    let proxy = start_proxy("", "").await;
+    let port = stalling.port().to_string();
+    let headers = [
+        ("forward_host", "127.0.0.1"),
+        ("forward_port", port.as_str()),
+        ("grpc-timeout", "200m"),
+    ];
+    let raw = raw_call(proxy.addr, "/any.Service/Method", &headers, frame(b"x")).await;
+    assert_eq!(raw.grpc_status().as_deref(), Some("4"), "{}", raw.grpc_message());
+    assert!(raw.grpc_message().contains("pinot-proxy"), "{}", raw.grpc_message());
+    assert_eq!(stalling.seen.last_headers()["grpc-timeout"], "200m");
+    stalling.seen.cancelled.wait_for(1).await;
+
+    // Mid-stream: headers and one message arrive, then the upstream stalls.
+    let stalling = start_raw_server(Raw::StallAfterFirst).await;
+    let port = stalling.port().to_string();
+    let headers = [
+        ("forward_host", "127.0.0.1"),
+        ("forward_port", port.as_str()),
+        ("grpc-timeout", "300m"),
+    ];
+    let raw = raw_call(proxy.addr, "/any.Service/Method", &headers, frame(b"x")).await;
+    assert_eq!(raw.body.as_ref(), frame(b"first").as_slice());
+    assert_eq!(raw.grpc_status().as_deref(), Some("4"), "{}", raw.grpc_message());
+    stalling.seen.cancelled.wait_for(1).await;
+}
+
+#[tokio::test]
+async fn shutdown_lets_calls_in_flight_finish() {
+    let server = start_fake("s").await;
+    let proxy = start_proxy("", "").await;
+    let through = channel(proxy.addr).await;
+    let mut stream = pinot_client(through)
+        .submit(trino_request("slow:3:100", server.port()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(stream.message().await.unwrap().is_some());
+    let addr = proxy.addr;
+    let stopping = tokio::spawn(proxy.shutdown());
+    let mut rest = 0;
+    while let Some(_message) = stream.message().await.unwrap() {
+        rest += 1;
+    }
+    assert_eq!(rest, 3);
+    stopping.await.unwrap().unwrap();
+    // Stopped: new connections are refused.
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+    let _ = Duration::ZERO;
+}
