@@ -551,3 +551,100 @@ async fn shutdown_lets_calls_in_flight_finish() {
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());
     let _ = Duration::ZERO;
 }
+
+#[tokio::test]
+async fn a_client_that_does_not_read_stops_the_upstream() {
+    // Backpressure: the proxy holds no more than its HTTP/2 windows for a stalled reader.
+    let flood = start_raw_server(Raw::Flood).await;
+    let proxy = start_proxy("", "").await;
+    let tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http2::Builder::new(
+        hyper_util::rt::TokioExecutor::new(),
+    )
+    .initial_stream_window_size(64 * 1024)
+    .initial_connection_window_size(64 * 1024)
+    .handshake(hyper_util::rt::TokioIo::new(tcp))
+    .await
+    .unwrap();
+    tokio::spawn(connection);
+    let port = flood.port().to_string();
+    let request = http::Request::post("http://proxy/any.Service/Flood")
+        .header("content-type", "application/grpc")
+        .header("forward_host", "127.0.0.1")
+        .header("forward_port", port.as_str())
+        .body(http_body_util::Full::new(bytes::Bytes::from(frame(b"go"))))
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    // Let the server fill every buffer on the way; a proxy that buffered without bound
+    // would keep reading at loopback speed (gigabytes per second).
+    let mut last = 0;
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        last = flood.seen.produced.load(std::sync::atomic::Ordering::Relaxed);
+    }
+    assert!(last > 0, "the server never started");
+    eprintln!("upstream produced {last} bytes for a stalled reader");
+    assert!(last <= 16 * 1024 * 1024, "upstream produced {last} bytes for a stalled reader");
+    drop(response);
+    flood.seen.cancelled.wait_for(1).await;
+}
+
+#[tokio::test]
+async fn a_connect_that_stalls_fails_within_the_connect_timeout() {
+    // A listener whose accept queue is full drops new SYNs, so connecting stalls.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(1).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut fillers = Vec::new();
+    for _ in 0..4 {
+        if let Ok(Ok(stream)) =
+            tokio::time::timeout(Duration::from_millis(200), tokio::net::TcpStream::connect(addr)).await
+        {
+            fillers.push(stream);
+        }
+    }
+    let proxy = start_proxy("", "connect_timeout_ms = 300").await;
+    let started = std::time::Instant::now();
+    let status = submit_all(channel(proxy.addr).await, trino_request("blocks:1:1:1", addr.port()))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(started.elapsed() < WAIT);
+    assert!(status.message().contains(&addr.to_string()), "{status:?}");
+    assert!(status.message().contains("within 300 ms"), "{status:?}");
+    drop(listener);
+}
+
+#[tokio::test]
+async fn names_resolving_to_loopback_need_an_explicit_entry() {
+    let server = start_fake("s").await;
+    let config = |allow: &str| {
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[servers]\nallow = [{allow}]\n"
+        )
+    };
+    for (allow, expected) in [
+        ("\"localhost\"", Err(Code::PermissionDenied)),
+        ("\"localhost\", \"127.0.0.0/8\", \"::1\"", Ok(())),
+    ] {
+        let config = pinot_proxy::Config::parse(&config(allow)).unwrap();
+        let proxy = pinot_proxy::Server::bind(&config).await.unwrap();
+        let addr = proxy.local_addr();
+        let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(proxy.run(async {
+            let _ = stopped.await;
+        }));
+        let mut request = trino_request("blocks:1:1:1", server.port());
+        request.metadata.insert("FORWARD_HOST".into(), "localhost".into());
+        let result = submit_all(channel(addr).await, request).await;
+        match expected {
+            Ok(()) => assert_eq!(result.unwrap().len(), 2, "allow = [{allow}]"),
+            Err(code) => {
+                let status = result.unwrap_err();
+                assert_eq!(status.code(), code, "allow = [{allow}]: {status:?}");
+                assert!(status.message().contains("resolves to"), "{status:?}");
+            }
+        }
+    }
+}

@@ -73,6 +73,8 @@ pub struct Seen {
     pub closed: Counter,
     /// Response streams dropped before they finished: the call was cancelled.
     pub cancelled: Counter,
+    /// Bytes a flooding server has produced (handed to its HTTP/2 stack).
+    pub produced: Arc<std::sync::atomic::AtomicU64>,
     /// Requests received, with their metadata headers.
     pub requests: Arc<Mutex<Vec<(HashMap<String, String>, Vec<u8>)>>>,
 }
@@ -622,6 +624,9 @@ pub enum Raw {
     StallAfterFirst,
     /// Reads the whole request body and sends it back unchanged, then `grpc-status: 0`.
     Echo,
+    /// Streams 1 MiB data frames without end, counting the bytes handed to HTTP/2 in
+    /// `Seen::produced`.
+    Flood,
 }
 
 /// A bare HTTP/2 server (no gRPC library) that records request headers and counts requests
@@ -685,6 +690,19 @@ async fn raw_answer(
             let body = first.chain(futures_util::stream::pending()).map(move |f| {
                 let _held = &guard;
                 f
+            });
+            Ok(response
+                .body(BodyExt::boxed(http_body_util::StreamBody::new(body)))
+                .unwrap())
+        }
+        Raw::Flood => {
+            seen.requests.lock().unwrap().push((headers, Vec::new()));
+            let chunk = Bytes::from(vec![7u8; 1024 * 1024]);
+            let produced = seen.produced.clone();
+            let body = futures_util::stream::repeat(chunk).map(move |chunk| {
+                let _held = &guard;
+                produced.fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                Ok(http_body::Frame::data(chunk))
             });
             Ok(response
                 .body(BodyExt::boxed(http_body_util::StreamBody::new(body)))
