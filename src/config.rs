@@ -14,6 +14,15 @@ pub struct Config {
     pub server: ServerConfig,
     /// The Pinot servers calls may be forwarded to.
     pub servers: ServersConfig,
+    /// The Pinot controllers REST calls go to.
+    #[serde(default)]
+    pub controller: Option<crate::rest::ComponentConfig>,
+    /// The Pinot brokers REST (and broker gRPC) calls go to.
+    #[serde(default)]
+    pub broker: Option<crate::rest::ComponentConfig>,
+    /// REST routing and timeouts.
+    #[serde(default)]
+    pub rest: crate::rest::RestConfig,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -85,9 +94,7 @@ impl Config {
 
     /// Parses and validates config text.
     pub fn parse(text: &str) -> anyhow::Result<Config> {
-        let config: Config = toml::from_str(text).map_err(|err| {
-            anyhow::anyhow!("{}", err.to_string().trim_end().replace('\n', " "))
-        })?;
+        let config: Config = toml::from_str(text).map_err(|err| toml_error(text, &err))?;
         config.validate()?;
         Ok(config)
     }
@@ -109,7 +116,10 @@ impl Config {
             }
         }
         for (key, value) in [
-            ("servers.connect_timeout_ms", self.servers.connect_timeout_ms),
+            (
+                "servers.connect_timeout_ms",
+                self.servers.connect_timeout_ms,
+            ),
             ("servers.idle_timeout_ms", self.servers.idle_timeout_ms),
         ] {
             if value == 0 {
@@ -119,11 +129,26 @@ impl Config {
         if self.servers.max_targets == 0 {
             bail!("servers.max_targets must be at least 1");
         }
+        crate::rest::validate(self)?;
         Ok(())
     }
 
     pub fn allowlist(&self) -> Allowlist {
         Allowlist::new(self.servers.allow.clone(), self.servers.ports.clone())
+    }
+}
+
+/// One line naming where the error is and the text there: `line 3: listen = "x": <message>`.
+fn toml_error(text: &str, err: &toml::de::Error) -> anyhow::Error {
+    let message = err.message().trim_end();
+    match err.span() {
+        // A span over several lines is a whole table (a missing key): its first line says nothing.
+        Some(span) if !span.is_empty() && !text[span.clone()].contains('\n') => {
+            let line_no = text[..span.start.min(text.len())].matches('\n').count() + 1;
+            let line = text.lines().nth(line_no - 1).unwrap_or("").trim();
+            anyhow::anyhow!("line {line_no}: {line}: {message}")
+        }
+        _ => anyhow::anyhow!("{message}"),
     }
 }
 
@@ -143,10 +168,9 @@ mod tests {
 
     #[test]
     fn defaults_fill_optional_keys() {
-        let config = Config::parse(
-            "[server]\nlisten = \"127.0.0.1:0\"\n[servers]\nallow = [\"*.svc\"]\n",
-        )
-        .unwrap();
+        let config =
+            Config::parse("[server]\nlisten = \"127.0.0.1:0\"\n[servers]\nallow = [\"*.svc\"]\n")
+                .unwrap();
         assert_eq!(config.server.max_routing_message_bytes, 16 * 1024 * 1024);
         assert_eq!(config.servers.connect_timeout_ms, 5_000);
         assert_eq!(config.servers.ports, None);
@@ -154,10 +178,8 @@ mod tests {
 
     #[test]
     fn unknown_key_is_named() {
-        let err = Config::parse(
-            "[server]\nlisten = \"127.0.0.1:0\"\nlsten = 1\n[servers]\n",
-        )
-        .unwrap_err();
+        let err = Config::parse("[server]\nlisten = \"127.0.0.1:0\"\nlsten = 1\n[servers]\n")
+            .unwrap_err();
         assert!(format!("{err:#}").contains("lsten"), "{err:#}");
     }
 }

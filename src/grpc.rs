@@ -41,18 +41,30 @@ const DROPPED_HEADERS: [&str; 10] = [
     "forward-port",
 ];
 
+/// Each proxy adds its instance id to this header; a request that already carries ours has
+/// been routed back to us (a target naming the proxy itself) and is refused.
+pub const VIA_HEADER: &str = "pinot-proxy-via";
+
 /// Forwards gRPC calls to the servers they name.
 #[derive(Clone)]
 pub struct Forwarder {
     pool: Pool<RequestBody>,
     max_routing_message_bytes: u32,
+    instance: HeaderValue,
 }
 
 impl Forwarder {
     pub fn new(pool: Pool<RequestBody>, max_routing_message_bytes: u32) -> Forwarder {
+        use std::hash::{BuildHasher, Hasher};
+        let random = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
+        let instance = HeaderValue::try_from(format!("{random:016x}"))
+            .expect("hex digits are a valid header value");
         Forwarder {
             pool,
             max_routing_message_bytes,
+            instance,
         }
     }
 
@@ -69,7 +81,11 @@ impl Forwarder {
             target = tracing::field::Empty,
         );
         let mut record = CallRecord::new(method, span.clone());
-        match self.try_forward(request, &mut record).instrument(span).await {
+        match self
+            .try_forward(request, &mut record)
+            .instrument(span)
+            .await
+        {
             Ok(response) => response,
             Err(err) => {
                 record.finish_with_error(&err);
@@ -89,6 +105,11 @@ impl Forwarder {
         };
         let (mut parts, mut body) = request.into_parts();
         let header_target = route::target_from_headers(&parts.headers)?;
+        let looped = parts
+            .headers
+            .get_all(VIA_HEADER)
+            .iter()
+            .any(|via| via.as_bytes() == self.instance.as_bytes());
 
         let mut prefix = None;
         let target = if parts.uri.path() == SUBMIT_PATH {
@@ -120,6 +141,13 @@ impl Forwarder {
         }
         .ok_or(ProxyError::NoTarget)?;
         record.set_target(&target);
+        if looped {
+            return Err(ProxyError::NotAllowed {
+                target: target.to_string(),
+                reason: "it is this proxy itself (the request came back through it)".into(),
+            });
+        }
+        parts.headers.append(VIA_HEADER, self.instance.clone());
 
         let path = parts
             .uri
@@ -325,10 +353,8 @@ impl Body for RequestBody {
             return Poll::Ready(Some(Ok(Frame::data(prefix))));
         }
         let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
-        if let Some(Ok(data)) = frame.as_ref().map(|f| f.as_ref().map(Frame::data_ref)) {
-            if let Some(data) = data {
-                self.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
-            }
+        if let Some(Ok(Some(data))) = frame.as_ref().map(|f| f.as_ref().map(Frame::data_ref)) {
+            self.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
         }
         Poll::Ready(frame)
     }

@@ -6,12 +6,16 @@ pub mod config;
 pub mod error;
 pub mod grpc;
 pub mod pool;
+pub mod rest;
 pub mod route;
 pub mod serve;
 
 /// Pinot's protobuf messages (`proto/server.proto`).
 pub mod proto {
-    include!(concat!(env!("OUT_DIR"), "/org.apache.pinot.common.proto.rs"));
+    include!(concat!(
+        env!("OUT_DIR"),
+        "/org.apache.pinot.common.proto.rs"
+    ));
 }
 
 pub use config::Config;

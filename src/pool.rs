@@ -16,7 +16,6 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 
-
 /// The pooled connections to all target servers.
 pub struct Pool<B> {
     inner: Arc<Inner<B>>,
@@ -106,7 +105,8 @@ where
             opened: AtomicU64::new(0),
         });
         let weak = Arc::downgrade(&inner);
-        let period = (inner.idle_timeout / 2).clamp(Duration::from_millis(50), Duration::from_secs(30));
+        let period =
+            (inner.idle_timeout / 2).clamp(Duration::from_millis(50), Duration::from_secs(30));
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(period);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -258,7 +258,9 @@ where
         tokio::spawn(async move {
             match driver.await {
                 Ok(()) => tracing::debug!(target = %name, "upstream connection closed"),
-                Err(err) => tracing::info!(target = %name, error = %err, "upstream connection failed"),
+                Err(err) => {
+                    tracing::info!(target = %name, error = %err, "upstream connection failed")
+                }
             }
         });
         self.opened.fetch_add(1, Ordering::Relaxed);

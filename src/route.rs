@@ -189,8 +189,10 @@ impl FromStr for AllowEntry {
         match Host::parse(text) {
             Ok(Host::Ip(ip)) => Ok(AllowEntry::Net(IpNet::from(ip))),
             Ok(Host::Name(name)) => Ok(AllowEntry::Name(name)),
-            Err(_) => Err(format!(
-                "allow entry {raw:?} is not a host name, \"*.suffix\", IP address or CIDR block"
+            Err(err) => Err(format!(
+                "allow entry {raw:?} is not a host name, \"*.suffix\", IP address or CIDR \
+                 block ({})",
+                err.to_string().trim_start_matches("invalid target: ")
             )),
         }
     }
@@ -234,7 +236,10 @@ impl Allowlist {
         };
         if let Some(ports) = &self.ports {
             if !ports.contains(&target.port) {
-                return Err(deny(format!("port {} is not in servers.ports", target.port)));
+                return Err(deny(format!(
+                    "port {} is not in servers.ports",
+                    target.port
+                )));
             }
         }
         let allowed = match &target.host {
@@ -283,9 +288,9 @@ impl Allowlist {
             .filter(|net| net.contains(&ip))
             .collect();
         special.is_empty()
-            || self.nets().any(|net| {
-                net.contains(&ip) && special.iter().any(|range| range.contains(net))
-            })
+            || self
+                .nets()
+                .any(|net| net.contains(&ip) && special.iter().any(|range| range.contains(net)))
     }
 
     fn nets(&self) -> impl Iterator<Item = &IpNet> {
@@ -301,10 +306,7 @@ mod tests {
     use super::*;
 
     fn allow(entries: &[&str], ports: Option<Vec<u16>>) -> Allowlist {
-        Allowlist::new(
-            entries.iter().map(|e| e.parse().unwrap()).collect(),
-            ports,
-        )
+        Allowlist::new(entries.iter().map(|e| e.parse().unwrap()).collect(), ports)
     }
 
     fn target(host: &str, port: u16) -> Target {
@@ -314,8 +316,14 @@ mod tests {
     #[test]
     fn host_parsing_table() {
         let cases: &[(&str, Option<Host>)] = &[
-            ("pinot-server-0.svc", Some(Host::Name("pinot-server-0.svc".into()))),
-            ("Pinot-Server-0.SVC.", Some(Host::Name("pinot-server-0.svc".into()))),
+            (
+                "pinot-server-0.svc",
+                Some(Host::Name("pinot-server-0.svc".into())),
+            ),
+            (
+                "Pinot-Server-0.SVC.",
+                Some(Host::Name("pinot-server-0.svc".into())),
+            ),
             ("10.1.2.3", Some(Host::Ip("10.1.2.3".parse().unwrap()))),
             ("::1", Some(Host::Ip("::1".parse().unwrap()))),
             ("[::1]", Some(Host::Ip("::1".parse().unwrap()))),
@@ -365,7 +373,9 @@ mod tests {
         assert!(list.check(&target("192.168.1.6", 1)).is_err());
         assert!(list.check(&target("fd12::1", 1)).is_ok());
         // Host names never match IP entries and IPs never match name entries.
-        assert!(allow(&["10.0.0.1"], None).check(&target("pinot", 1)).is_err());
+        assert!(allow(&["10.0.0.1"], None)
+            .check(&target("pinot", 1))
+            .is_err());
     }
 
     #[test]
@@ -385,17 +395,36 @@ mod tests {
     fn special_addresses_need_an_explicit_entry() {
         let t = target("pinot", 8090);
         let wide = allow(&["pinot", "0.0.0.0/0", "::/0"], None);
-        for ip in ["127.0.0.1", "169.254.169.254", "0.0.0.0", "::1", "fe80::1", "::", "::ffff:127.0.0.1"] {
+        for ip in [
+            "127.0.0.1",
+            "169.254.169.254",
+            "0.0.0.0",
+            "::1",
+            "fe80::1",
+            "::",
+            "::ffff:127.0.0.1",
+        ] {
             let ip: IpAddr = ip.parse().unwrap();
-            assert!(wide.check_resolved(&t, ip).is_err(), "{ip} allowed by a catch-all");
+            assert!(
+                wide.check_resolved(&t, ip).is_err(),
+                "{ip} allowed by a catch-all"
+            );
         }
         assert!(wide.check_resolved(&t, "10.1.1.1".parse().unwrap()).is_ok());
         assert!(wide.check(&target("127.0.0.1", 1)).is_err());
         let explicit = allow(&["127.0.0.1", "169.254.0.0/16"], None);
-        assert!(explicit.check_resolved(&t, "127.0.0.1".parse().unwrap()).is_ok());
-        assert!(explicit.check_resolved(&t, "::ffff:127.0.0.1".parse().unwrap()).is_ok());
-        assert!(explicit.check_resolved(&t, "127.0.0.2".parse().unwrap()).is_err());
-        assert!(explicit.check_resolved(&t, "169.254.1.1".parse().unwrap()).is_ok());
+        assert!(explicit
+            .check_resolved(&t, "127.0.0.1".parse().unwrap())
+            .is_ok());
+        assert!(explicit
+            .check_resolved(&t, "::ffff:127.0.0.1".parse().unwrap())
+            .is_ok());
+        assert!(explicit
+            .check_resolved(&t, "127.0.0.2".parse().unwrap())
+            .is_err());
+        assert!(explicit
+            .check_resolved(&t, "169.254.1.1".parse().unwrap())
+            .is_ok());
         assert!(explicit.check(&target("127.0.0.1", 1)).is_ok());
     }
 
@@ -413,13 +442,19 @@ mod tests {
         md.insert(FORWARD_HOST_KEY.to_string(), "pinot-0".to_string());
         assert!(target_from_metadata(&md).is_err());
         md.insert(FORWARD_PORT_KEY.to_string(), "8090".to_string());
-        assert_eq!(target_from_metadata(&md).unwrap(), Some(target("pinot-0", 8090)));
+        assert_eq!(
+            target_from_metadata(&md).unwrap(),
+            Some(target("pinot-0", 8090))
+        );
 
         let mut headers = HeaderMap::new();
         assert_eq!(target_from_headers(&headers).unwrap(), None);
         headers.insert("forward-host", "pinot-1".parse().unwrap());
         headers.insert("forward_port", "8096".parse().unwrap());
-        assert_eq!(target_from_headers(&headers).unwrap(), Some(target("pinot-1", 8096)));
+        assert_eq!(
+            target_from_headers(&headers).unwrap(),
+            Some(target("pinot-1", 8096))
+        );
     }
 
     proptest::proptest! {

@@ -4,6 +4,7 @@
 use crate::config::Config;
 use crate::error::http_error;
 use crate::grpc::{Forwarder, ProxyBody};
+use crate::rest::{Peer, Rest};
 use http::{Request, Response, StatusCode, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -14,13 +15,14 @@ use hyper_util::server::graceful::GracefulShutdown;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 
 /// A bound, not yet serving proxy.
 pub struct Server {
     listener: TcpListener,
-    forwarder: Forwarder,
+    handlers: Handlers,
     builder: auto::Builder<TokioExecutor>,
     grace: Duration,
 }
@@ -34,6 +36,7 @@ impl Server {
             .with_context(|| format!("cannot listen on {}", config.server.listen))?;
         let pool = crate::pool::Pool::new(&config.servers, config.allowlist());
         let forwarder = Forwarder::new(pool, config.server.max_routing_message_bytes);
+        let rest = Rest::new(config)?.map(Arc::new);
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
             .http2()
@@ -41,7 +44,7 @@ impl Server {
             .max_concurrent_streams(config.server.max_concurrent_streams);
         Ok(Server {
             listener,
-            forwarder,
+            handlers: Handlers { forwarder, rest },
             builder,
             grace: Duration::from_millis(config.server.shutdown_grace_ms),
         })
@@ -55,7 +58,7 @@ impl Server {
 
     /// The forwarder, for inspecting the upstream pool.
     pub fn forwarder(&self) -> &Forwarder {
-        &self.forwarder
+        &self.handlers.forwarder
     }
 
     /// Serves until `shutdown` completes, then stops accepting, asks every connection to close
@@ -78,10 +81,15 @@ impl Server {
                 () = &mut shutdown => break,
             };
             let _ = stream.set_nodelay(true);
-            let forwarder = self.forwarder.clone();
+            let handlers = self.handlers.clone();
+            let peer_info = Arc::new(Peer {
+                addr: peer,
+                tls: false,
+            });
             let service = service_fn(move |request| {
-                let forwarder = forwarder.clone();
-                async move { Ok::<_, Infallible>(dispatch(&forwarder, request).await) }
+                let handlers = handlers.clone();
+                let peer = peer_info.clone();
+                async move { Ok::<_, Infallible>(handlers.dispatch(request, &peer).await) }
             });
             let connection = self
                 .builder
@@ -104,30 +112,42 @@ impl Server {
     }
 }
 
-/// Sends gRPC to the forwarder and answers anything else with a clear HTTP error.
-async fn dispatch(forwarder: &Forwarder, request: Request<Incoming>) -> Response<ProxyBody> {
-    let is_grpc = request
-        .headers()
-        .get(http::header::CONTENT_TYPE)
-        .is_some_and(|value| value.as_bytes().starts_with(b"application/grpc"));
-    if is_grpc && request.version() == Version::HTTP_2 {
-        return forwarder.forward(request).await;
-    }
-    let (status, message) = if is_grpc {
-        (
-            StatusCode::HTTP_VERSION_NOT_SUPPORTED,
-            "gRPC needs HTTP/2".to_owned(),
-        )
-    } else {
-        (
-            StatusCode::NOT_FOUND,
-            format!(
-                "no route for {} {}: this port forwards gRPC calls (content-type application/grpc)",
-                request.method(),
-                request.uri().path()
+/// What serves a request, by protocol.
+#[derive(Clone)]
+struct Handlers {
+    forwarder: Forwarder,
+    rest: Option<Arc<Rest>>,
+}
+
+impl Handlers {
+    /// Sends gRPC (`content-type: application/grpc*`) to the forwarder and anything else to REST.
+    async fn dispatch(&self, request: Request<Incoming>, peer: &Peer) -> Response<ProxyBody> {
+        let is_grpc = request
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .is_some_and(|value| value.as_bytes().starts_with(b"application/grpc"));
+        if is_grpc {
+            if request.version() == Version::HTTP_2 {
+                return self.forwarder.forward(request).await;
+            }
+            return plain_error(StatusCode::HTTP_VERSION_NOT_SUPPORTED, "gRPC needs HTTP/2");
+        }
+        match &self.rest {
+            Some(rest) => rest.handle(request, peer).await,
+            None => plain_error(
+                StatusCode::NOT_FOUND,
+                &format!(
+                    "no route for {} {}: no [controller] or [broker] is configured, and this \
+                     port forwards gRPC calls (content-type application/grpc)",
+                    request.method(),
+                    request.uri().path()
+                ),
             ),
-        )
-    };
-    http_error::<http_body_util::Full<bytes::Bytes>>(status, &message)
+        }
+    }
+}
+
+fn plain_error(status: StatusCode, message: &str) -> Response<ProxyBody> {
+    http_error::<http_body_util::Full<bytes::Bytes>>(status, message)
         .map(|body| body.map_err(|never| match never {}).boxed_unsync())
 }

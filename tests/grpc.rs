@@ -2,8 +2,8 @@
 
 mod common;
 
-use common::*;
 use common::pinot::ServerRequest;
+use common::*;
 use prost::Message;
 use std::time::Duration;
 use tonic::Code;
@@ -30,9 +30,12 @@ async fn submit_is_routed_by_body_keys_to_the_named_server() {
     assert_eq!(b.seen.request_count(), 2);
 
     // Same results through the proxy as direct.
-    let direct = submit_all(channel(a.addr).await, trino_request("blocks:5:4096:9", a.port()))
-        .await
-        .unwrap();
+    let direct = submit_all(
+        channel(a.addr).await,
+        trino_request("blocks:5:4096:9", a.port()),
+    )
+    .await
+    .unwrap();
     let proxied = submit_all(through, trino_request("blocks:5:4096:9", a.port()))
         .await
         .unwrap();
@@ -65,7 +68,12 @@ async fn submit_bytes_are_forwarded_unchanged() {
     let mut body = frame(&message);
     body.extend_from_slice(&frame(b"second message"));
     let raw = raw_call(proxy.addr, SUBMIT, &[], body.clone()).await;
-    assert_eq!(raw.grpc_status().as_deref(), Some("0"), "{}", raw.grpc_message());
+    assert_eq!(
+        raw.grpc_status().as_deref(),
+        Some("0"),
+        "{}",
+        raw.grpc_message()
+    );
     assert_eq!(server.seen.last_message(), body);
     assert_eq!(raw.body.as_ref(), body.as_slice());
 }
@@ -75,18 +83,28 @@ async fn headers_name_the_target_for_any_method() {
     let server = start_fake("s").await;
     let proxy = start_proxy("", "").await;
     let mut client = echo_client(channel(proxy.addr).await);
-    for (host_key, port_key) in [("forward_host", "forward_port"), ("forward-host", "forward-port")] {
+    for (host_key, port_key) in [
+        ("forward_host", "forward_port"),
+        ("forward-host", "forward-port"),
+    ] {
         let mut request = tonic::Request::new(common::echo::EchoMessage {
             data: b"hello".to_vec(),
             ..Default::default()
         });
-        request.metadata_mut().insert(host_key, "127.0.0.1".parse().unwrap());
+        request
+            .metadata_mut()
+            .insert(host_key, "127.0.0.1".parse().unwrap());
         request
             .metadata_mut()
             .insert(port_key, server.port().to_string().parse().unwrap());
-        request.metadata_mut().insert("x-user-meta", "kept".parse().unwrap());
+        request
+            .metadata_mut()
+            .insert("x-user-meta", "kept".parse().unwrap());
         let response = client.unary(request).await.unwrap();
-        assert_eq!(response.metadata().get("x-echo-header").unwrap(), "header-value");
+        assert_eq!(
+            response.metadata().get("x-echo-header").unwrap(),
+            "header-value"
+        );
         assert_eq!(response.get_ref().data, b"hello");
         let seen = server.seen.last_headers();
         assert_eq!(seen.get("x-user-meta").map(String::as_str), Some("kept"));
@@ -97,7 +115,9 @@ async fn headers_name_the_target_for_any_method() {
     let mut request = trino_request("blocks:1:10:1", server.port());
     request.metadata.clear();
     let mut request = tonic::Request::new(request);
-    request.metadata_mut().insert("forward_host", "127.0.0.1".parse().unwrap());
+    request
+        .metadata_mut()
+        .insert("forward_host", "127.0.0.1".parse().unwrap());
     request
         .metadata_mut()
         .insert("forward_port", server.port().to_string().parse().unwrap());
@@ -106,12 +126,17 @@ async fn headers_name_the_target_for_any_method() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(stream.message().await.unwrap().unwrap().metadata["server"], "s");
+    assert_eq!(
+        stream.message().await.unwrap().unwrap().metadata["server"],
+        "s"
+    );
 }
 
 fn routed<T>(message: T, port: u16) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
-    request.metadata_mut().insert("forward_host", "127.0.0.1".parse().unwrap());
+    request
+        .metadata_mut()
+        .insert("forward_host", "127.0.0.1".parse().unwrap());
     request
         .metadata_mut()
         .insert("forward_port", port.to_string().parse().unwrap());
@@ -132,12 +157,19 @@ async fn all_four_rpc_kinds_pass_through() {
     let mut client = echo_client(channel(proxy.addr).await);
     let port = server.port();
 
-    let unary = client.unary(routed(echo_message(b"one"), port)).await.unwrap();
+    let unary = client
+        .unary(routed(echo_message(b"one"), port))
+        .await
+        .unwrap();
     assert_eq!(unary.get_ref().data, b"one");
 
     let mut message = echo_message(b"many");
     message.count = 10;
-    let mut stream = client.server_stream(routed(message, port)).await.unwrap().into_inner();
+    let mut stream = client
+        .server_stream(routed(message, port))
+        .await
+        .unwrap()
+        .into_inner();
     let mut count = 0;
     while let Some(m) = stream.message().await.unwrap() {
         assert_eq!(m.data, b"many");
@@ -150,19 +182,29 @@ async fn all_four_rpc_kinds_pass_through() {
         .client_stream(routed(tokio_stream::iter(parts), port))
         .await
         .unwrap();
-    assert_eq!(joined.get_ref().data, [[0u8; 3], [1; 3], [2; 3], [3; 3], [4; 3]].concat());
+    assert_eq!(
+        joined.get_ref().data,
+        [[0u8; 3], [1; 3], [2; 3], [3; 3], [4; 3]].concat()
+    );
 
     // Bidi, one message at a time: each reply must arrive before the next message is sent,
     // which fails if either direction were buffered.
     let (tx, rx) = tokio::sync::mpsc::channel(1);
     let mut replies = client
-        .bidi(routed(tokio_stream::wrappers::ReceiverStream::new(rx), port))
+        .bidi(routed(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+            port,
+        ))
         .await
         .unwrap()
         .into_inner();
     for i in 0..5u8 {
         tx.send(echo_message(&[i])).await.unwrap();
-        let reply = tokio::time::timeout(WAIT, replies.message()).await.unwrap().unwrap().unwrap();
+        let reply = tokio::time::timeout(WAIT, replies.message())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
         assert_eq!(reply.data, [i]);
     }
     drop(tx);
@@ -178,10 +220,16 @@ async fn statuses_and_trailers_pass_through_before_and_after_data() {
     // Trailers-only: the status arrives with the response headers.
     let mut message = echo_message(b"x");
     message.fail_code = Code::NotFound as u32;
-    let status = client.unary(routed(message, server.port())).await.unwrap_err();
+    let status = client
+        .unary(routed(message, server.port()))
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), Code::NotFound);
     assert_eq!(status.message(), "echo failure");
-    assert_eq!(status.metadata().get("x-echo-trailer").unwrap(), "trailer-value");
+    assert_eq!(
+        status.metadata().get("x-echo-trailer").unwrap(),
+        "trailer-value"
+    );
 
     // After data: the messages, then the status in trailers.
     let mut message = echo_message(b"d");
@@ -197,7 +245,10 @@ async fn statuses_and_trailers_pass_through_before_and_after_data() {
     }
     let status = stream.message().await.unwrap_err();
     assert_eq!(status.code(), Code::ResourceExhausted);
-    assert_eq!(status.metadata().get("x-echo-trailer").unwrap(), "trailer-value");
+    assert_eq!(
+        status.metadata().get("x-echo-trailer").unwrap(),
+        "trailer-value"
+    );
 
     // The same for Pinot's Submit.
     let result = submit_all(
@@ -208,7 +259,10 @@ async fn statuses_and_trailers_pass_through_before_and_after_data() {
     let status = result.unwrap_err();
     assert_eq!(status.code(), Code::Internal);
     assert_eq!(status.message(), "fake failure");
-    assert_eq!(status.metadata().get("x-fake-trailer").unwrap(), "after-data");
+    assert_eq!(
+        status.metadata().get("x-fake-trailer").unwrap(),
+        "after-data"
+    );
 }
 
 #[tokio::test]
@@ -236,16 +290,25 @@ async fn proxy_errors_are_grpc_statuses_naming_the_cause() {
         .insert("FORWARD_HOST".into(), "pinot-server-0.evil.example".into());
     let status = submit_all(through.clone(), request).await.unwrap_err();
     assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
-    assert!(status.message().contains("pinot-server-0.evil.example:8090"), "{status:?}");
+    assert!(
+        status
+            .message()
+            .contains("pinot-server-0.evil.example:8090"),
+        "{status:?}"
+    );
     let mut request = trino_request("blocks:1:1:1", 8090);
-    request.metadata.insert("FORWARD_HOST".into(), "0x7f.1".into());
+    request
+        .metadata
+        .insert("FORWARD_HOST".into(), "0x7f.1".into());
     let status = submit_all(through.clone(), request).await.unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
     assert_eq!(proxy.connections_opened(), 0);
 
     // A bad port value.
     let mut request = trino_request("blocks:1:1:1", 1);
-    request.metadata.insert("FORWARD_PORT".into(), "eighty".into());
+    request
+        .metadata
+        .insert("FORWARD_PORT".into(), "eighty".into());
     let status = submit_all(through.clone(), request).await.unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
     assert!(status.message().contains("eighty"), "{status:?}");
@@ -259,7 +322,12 @@ async fn proxy_errors_are_grpc_statuses_naming_the_cause() {
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
-    assert!(status.message().contains(&format!("127.0.0.1:{closed_port}")), "{status:?}");
+    assert!(
+        status
+            .message()
+            .contains(&format!("127.0.0.1:{closed_port}")),
+        "{status:?}"
+    );
 
     // A first message over the routing cap.
     let big = "x".repeat(2000);
@@ -272,7 +340,11 @@ async fn proxy_errors_are_grpc_statuses_naming_the_cause() {
     // Bytes that are not a ServerRequest.
     let raw = raw_call(proxy.addr, SUBMIT, &[], frame(&[0xff, 0xff, 0xff])).await;
     assert_eq!(raw.grpc_status().as_deref(), Some("3"));
-    assert!(raw.grpc_message().contains("ServerRequest"), "{}", raw.grpc_message());
+    assert!(
+        raw.grpc_message().contains("ServerRequest"),
+        "{}",
+        raw.grpc_message()
+    );
     // A body that ends inside the first message.
     let raw = raw_call(proxy.addr, SUBMIT, &[], vec![0, 0, 0, 0, 9, 1]).await;
     assert_eq!(raw.grpc_status().as_deref(), Some("3"));
@@ -315,7 +387,10 @@ async fn non_grpc_requests_get_a_clear_http_error() {
     use http_body_util::BodyExt;
     let body = response.into_body().collect().await.unwrap().to_bytes();
     let body = String::from_utf8_lossy(&body);
-    assert!(body.contains("GET /tables") && body.contains("gRPC"), "{body}");
+    assert!(
+        body.contains("GET /tables") && body.contains("gRPC"),
+        "{body}"
+    );
 }
 
 #[tokio::test]
@@ -330,7 +405,10 @@ async fn a_64_mib_message_passes_byte_for_byte() {
     .await
     .unwrap();
     assert_eq!(responses.len(), 2);
-    assert!(responses[0].payload == block(64, 0, size), "payload differs");
+    assert!(
+        responses[0].payload == block(64, 0, size),
+        "payload differs"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -344,21 +422,28 @@ async fn two_hundred_concurrent_calls_get_every_byte() {
         let port = if seed % 2 == 0 { a.port() } else { b.port() };
         let through = through.clone();
         calls.spawn(async move {
-            let responses =
-                submit_all(through, trino_request(&format!("blocks:4:16384:{seed}"), port))
-                    .await
-                    .unwrap();
+            let responses = submit_all(
+                through,
+                trino_request(&format!("blocks:4:16384:{seed}"), port),
+            )
+            .await
+            .unwrap();
             (seed, responses)
         });
     }
-    let all = tokio::time::timeout(WAIT * 3, calls.join_all()).await.expect("calls finish");
+    let all = tokio::time::timeout(WAIT * 3, calls.join_all())
+        .await
+        .expect("calls finish");
     assert_eq!(all.len(), 200);
     for (seed, responses) in all {
         let name = if seed % 2 == 0 { "a" } else { "b" };
         assert_eq!(responses.len(), 5);
         for (i, response) in responses[..4].iter().enumerate() {
             assert_eq!(response.metadata["server"], name);
-            assert!(response.payload == block(seed, i as u64, 16384), "call {seed} block {i}");
+            assert!(
+                response.payload == block(seed, i as u64, 16384),
+                "call {seed} block {i}"
+            );
         }
     }
     assert_eq!(a.seen.request_count() + b.seen.request_count(), 200);
@@ -384,7 +469,10 @@ async fn client_cancel_reaches_the_server() {
     let client = tokio::spawn(async move {
         let (tx, rx) = tokio::sync::mpsc::channel(1);
         let mut replies = echo_client(channel(addr).await)
-            .bidi(routed(tokio_stream::wrappers::ReceiverStream::new(rx), port))
+            .bidi(routed(
+                tokio_stream::wrappers::ReceiverStream::new(rx),
+                port,
+            ))
             .await
             .unwrap()
             .into_inner();
@@ -405,16 +493,20 @@ async fn connections_are_reused_across_callers_and_calls() {
     let proxy = start_proxy("", "").await;
     for _ in 0..10 {
         // A new client connection each time: the upstream connection is still shared.
-        submit_all(channel(proxy.addr).await, trino_request("blocks:1:10:1", server.port()))
-            .await
-            .unwrap();
+        submit_all(
+            channel(proxy.addr).await,
+            trino_request("blocks:1:10:1", server.port()),
+        )
+        .await
+        .unwrap();
     }
     let through = channel(proxy.addr).await;
     let mut calls = tokio::task::JoinSet::new();
     for _ in 0..20 {
         let through = through.clone();
         let port = server.port();
-        calls.spawn(async move { submit_all(through, trino_request("blocks:2:100:1", port)).await });
+        calls
+            .spawn(async move { submit_all(through, trino_request("blocks:2:100:1", port)).await });
     }
     for result in calls.join_all().await {
         result.unwrap();
@@ -445,9 +537,12 @@ async fn idle_connections_are_closed_and_reopened_on_demand() {
     let server = start_fake("s").await;
     let proxy = start_proxy("", "idle_timeout_ms = 100").await;
     let through = channel(proxy.addr).await;
-    submit_all(through.clone(), trino_request("blocks:1:10:1", server.port()))
-        .await
-        .unwrap();
+    submit_all(
+        through.clone(),
+        trino_request("blocks:1:10:1", server.port()),
+    )
+    .await
+    .unwrap();
     // The idle connection is closed by the proxy; the server sees it go.
     server.seen.closed.wait_for(1).await;
     // The next call opens a new one.
@@ -477,9 +572,12 @@ async fn a_restarted_server_gets_a_new_connection() {
     let server = start_fake("s").await;
     let proxy = start_proxy("", "").await;
     let through = channel(proxy.addr).await;
-    submit_all(through.clone(), trino_request("blocks:1:10:1", server.port()))
-        .await
-        .unwrap();
+    submit_all(
+        through.clone(),
+        trino_request("blocks:1:10:1", server.port()),
+    )
+    .await
+    .unwrap();
     let port = server.port();
     let seen = server.seen.clone();
     drop(server);
@@ -509,8 +607,17 @@ async fn grpc_timeout_is_forwarded_and_enforced() {
         ("grpc-timeout", "200m"),
     ];
     let raw = raw_call(proxy.addr, "/any.Service/Method", &headers, frame(b"x")).await;
-    assert_eq!(raw.grpc_status().as_deref(), Some("4"), "{}", raw.grpc_message());
-    assert!(raw.grpc_message().contains("pinot-proxy"), "{}", raw.grpc_message());
+    assert_eq!(
+        raw.grpc_status().as_deref(),
+        Some("4"),
+        "{}",
+        raw.grpc_message()
+    );
+    assert!(
+        raw.grpc_message().contains("pinot-proxy"),
+        "{}",
+        raw.grpc_message()
+    );
     assert_eq!(stalling.seen.last_headers()["grpc-timeout"], "200m");
     stalling.seen.cancelled.wait_for(1).await;
 
@@ -524,7 +631,12 @@ async fn grpc_timeout_is_forwarded_and_enforced() {
     ];
     let raw = raw_call(proxy.addr, "/any.Service/Method", &headers, frame(b"x")).await;
     assert_eq!(raw.body.as_ref(), frame(b"first").as_slice());
-    assert_eq!(raw.grpc_status().as_deref(), Some("4"), "{}", raw.grpc_message());
+    assert_eq!(
+        raw.grpc_status().as_deref(),
+        Some("4"),
+        "{}",
+        raw.grpc_message()
+    );
     stalling.seen.cancelled.wait_for(1).await;
 }
 
@@ -558,14 +670,13 @@ async fn a_client_that_does_not_read_stops_the_upstream() {
     let flood = start_raw_server(Raw::Flood).await;
     let proxy = start_proxy("", "").await;
     let tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
-    let (mut sender, connection) = hyper::client::conn::http2::Builder::new(
-        hyper_util::rt::TokioExecutor::new(),
-    )
-    .initial_stream_window_size(64 * 1024)
-    .initial_connection_window_size(64 * 1024)
-    .handshake(hyper_util::rt::TokioIo::new(tcp))
-    .await
-    .unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .initial_stream_window_size(64 * 1024)
+            .initial_connection_window_size(64 * 1024)
+            .handshake(hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .unwrap();
     tokio::spawn(connection);
     let port = flood.port().to_string();
     let request = http::Request::post("http://proxy/any.Service/Flood")
@@ -580,11 +691,17 @@ async fn a_client_that_does_not_read_stops_the_upstream() {
     let mut last = 0;
     for _ in 0..10 {
         tokio::time::sleep(Duration::from_millis(50)).await;
-        last = flood.seen.produced.load(std::sync::atomic::Ordering::Relaxed);
+        last = flood
+            .seen
+            .produced
+            .load(std::sync::atomic::Ordering::Relaxed);
     }
     assert!(last > 0, "the server never started");
     eprintln!("upstream produced {last} bytes for a stalled reader");
-    assert!(last <= 16 * 1024 * 1024, "upstream produced {last} bytes for a stalled reader");
+    assert!(
+        last <= 16 * 1024 * 1024,
+        "upstream produced {last} bytes for a stalled reader"
+    );
     drop(response);
     flood.seen.cancelled.wait_for(1).await;
 }
@@ -598,17 +715,23 @@ async fn a_connect_that_stalls_fails_within_the_connect_timeout() {
     let addr = listener.local_addr().unwrap();
     let mut fillers = Vec::new();
     for _ in 0..4 {
-        if let Ok(Ok(stream)) =
-            tokio::time::timeout(Duration::from_millis(200), tokio::net::TcpStream::connect(addr)).await
+        if let Ok(Ok(stream)) = tokio::time::timeout(
+            Duration::from_millis(200),
+            tokio::net::TcpStream::connect(addr),
+        )
+        .await
         {
             fillers.push(stream);
         }
     }
     let proxy = start_proxy("", "connect_timeout_ms = 300").await;
     let started = std::time::Instant::now();
-    let status = submit_all(channel(proxy.addr).await, trino_request("blocks:1:1:1", addr.port()))
-        .await
-        .unwrap_err();
+    let status = submit_all(
+        channel(proxy.addr).await,
+        trino_request("blocks:1:1:1", addr.port()),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
     assert!(started.elapsed() < WAIT);
     assert!(status.message().contains(&addr.to_string()), "{status:?}");
@@ -619,11 +742,8 @@ async fn a_connect_that_stalls_fails_within_the_connect_timeout() {
 #[tokio::test]
 async fn names_resolving_to_loopback_need_an_explicit_entry() {
     let server = start_fake("s").await;
-    let config = |allow: &str| {
-        format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\n[servers]\nallow = [{allow}]\n"
-        )
-    };
+    let config =
+        |allow: &str| format!("[server]\nlisten = \"127.0.0.1:0\"\n[servers]\nallow = [{allow}]\n");
     for (allow, expected) in [
         ("\"localhost\"", Err(Code::PermissionDenied)),
         ("\"localhost\", \"127.0.0.0/8\", \"::1\"", Ok(())),
@@ -636,7 +756,9 @@ async fn names_resolving_to_loopback_need_an_explicit_entry() {
             let _ = stopped.await;
         }));
         let mut request = trino_request("blocks:1:1:1", server.port());
-        request.metadata.insert("FORWARD_HOST".into(), "localhost".into());
+        request
+            .metadata
+            .insert("FORWARD_HOST".into(), "localhost".into());
         let result = submit_all(channel(addr).await, request).await;
         match expected {
             Ok(()) => assert_eq!(result.unwrap().len(), 2, "allow = [{allow}]"),
@@ -647,4 +769,18 @@ async fn names_resolving_to_loopback_need_an_explicit_entry() {
             }
         }
     }
+}
+
+#[tokio::test]
+async fn a_target_naming_the_proxy_itself_is_refused() {
+    // Regression: a target equal to the proxy's own address looped until resources ran out.
+    let proxy = start_proxy("", "").await;
+    let status = submit_all(
+        channel(proxy.addr).await,
+        trino_request("blocks:1:1:1", proxy.addr.port()),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    assert!(status.message().contains("this proxy itself"), "{status:?}");
 }

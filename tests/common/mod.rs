@@ -19,7 +19,10 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 pub mod pinot {
-    include!(concat!(env!("OUT_DIR"), "/test/org.apache.pinot.common.proto.rs"));
+    include!(concat!(
+        env!("OUT_DIR"),
+        "/test/org.apache.pinot.common.proto.rs"
+    ));
 }
 pub mod echo {
     include!(concat!(env!("OUT_DIR"), "/test/pinotproxy.test.rs"));
@@ -93,10 +96,22 @@ impl Seen {
         self.requests.lock().unwrap().len()
     }
     pub fn last_headers(&self) -> HashMap<String, String> {
-        self.requests.lock().unwrap().last().expect("a request").0.clone()
+        self.requests
+            .lock()
+            .unwrap()
+            .last()
+            .expect("a request")
+            .0
+            .clone()
     }
     pub fn last_message(&self) -> Vec<u8> {
-        self.requests.lock().unwrap().last().expect("a request").1.clone()
+        self.requests
+            .lock()
+            .unwrap()
+            .last()
+            .expect("a request")
+            .1
+            .clone()
     }
 }
 
@@ -300,13 +315,22 @@ impl PinotQueryServer for FakePinot {
         let sql = request.get_ref().sql.clone();
         let name = self.name.clone();
         let parts: Vec<&str> = sql.split(':').collect();
-        let num = |i: usize| parts.get(i).and_then(|p| p.parse::<u64>().ok()).unwrap_or(0);
+        let num = |i: usize| {
+            parts
+                .get(i)
+                .and_then(|p| p.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
         let stream: BoxStream<ServerResponse> = match parts[0] {
             "blocks" => {
                 let (count, size, seed) = (num(1), num(2) as usize, num(3));
                 let items = (0..count)
                     .map(move |i| Ok(response("data", &name, block(seed, i, size))))
-                    .chain(std::iter::once(Ok(response("metadata", &self.name, vec![]))))
+                    .chain(std::iter::once(Ok(response(
+                        "metadata",
+                        &self.name,
+                        vec![],
+                    ))))
                     .collect::<Vec<_>>();
                 guarded(&self.seen, tokio_stream::iter(items))
             }
@@ -403,7 +427,10 @@ impl Echo for FakeEcho {
         if message.fail_code != 0 {
             items.push(Err(echo_status(message.fail_code)));
         }
-        Ok(Response::new(guarded(&self.seen, tokio_stream::iter(items))))
+        Ok(Response::new(guarded(
+            &self.seen,
+            tokio_stream::iter(items),
+        )))
     }
 
     async fn client_stream(
@@ -645,9 +672,10 @@ pub async fn start_raw_server(mode: Raw) -> FakeServer {
             };
             server_seen.accepted.add();
             let seen = server_seen.clone();
-            let service = hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
-                raw_answer(mode, seen.clone(), request)
-            });
+            let service =
+                hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
+                    raw_answer(mode, seen.clone(), request)
+                });
             tokio::spawn(
                 hyper::server::conn::http2::Builder::new(TokioExecutor::new())
                     .serve_connection(TokioIo::new(tcp), service),
@@ -719,7 +747,9 @@ async fn raw_answer(
                 Ok(http_body::Frame::trailers(trailers)),
             ];
             Ok(response
-                .body(BodyExt::boxed(http_body_util::StreamBody::new(futures_util::stream::iter(frames))))
+                .body(BodyExt::boxed(http_body_util::StreamBody::new(
+                    futures_util::stream::iter(frames),
+                )))
                 .unwrap())
         }
     }
