@@ -68,6 +68,9 @@ impl Default for Counter {
     }
 }
 
+/// A request's headers and message bytes, as a fake server received them.
+pub type SeenRequest = (HashMap<String, String>, Vec<u8>);
+
 /// What a fake server saw.
 #[derive(Clone, Default)]
 pub struct Seen {
@@ -79,7 +82,7 @@ pub struct Seen {
     /// Bytes a flooding server has produced (handed to its HTTP/2 stack).
     pub produced: Arc<std::sync::atomic::AtomicU64>,
     /// Requests received, with their metadata headers.
-    pub requests: Arc<Mutex<Vec<(HashMap<String, String>, Vec<u8>)>>>,
+    pub requests: Arc<Mutex<Vec<SeenRequest>>>,
 }
 
 impl Seen {
