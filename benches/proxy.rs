@@ -1,0 +1,2 @@
+//! Throughput and latency of pinot-proxy against direct calls and nginx (being written).
+fn main() {}
