@@ -1,0 +1,1 @@
+//! Credential decoding (being written).
