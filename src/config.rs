@@ -40,6 +40,12 @@ pub struct ServerConfig {
     /// On SIGTERM or SIGINT, how long calls in flight may take to finish before the process exits.
     #[serde(default = "defaults::shutdown_grace_ms")]
     pub shutdown_grace_ms: u64,
+    /// How often TLS certificate, key and CA files are reread, in milliseconds (also on SIGHUP).
+    #[serde(default = "defaults::tls_reload_interval_ms")]
+    pub tls_reload_interval_ms: u64,
+    /// TLS on the listening port; plaintext (h2c and HTTP/1.1) when absent.
+    #[serde(default)]
+    pub tls: Option<crate::tls::ServerTlsConfig>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -61,6 +67,9 @@ pub struct ServersConfig {
     /// Most distinct servers with open connections at once.
     #[serde(default = "defaults::max_targets")]
     pub max_targets: usize,
+    /// TLS to the Pinot servers; plaintext h2c when absent.
+    #[serde(default)]
+    pub tls: Option<crate::tls::UpstreamTlsConfig>,
 }
 
 mod defaults {
@@ -81,6 +90,9 @@ mod defaults {
     }
     pub fn max_targets() -> usize {
         1024
+    }
+    pub fn tls_reload_interval_ms() -> u64 {
+        2_000
     }
 }
 
@@ -121,6 +133,10 @@ impl Config {
                 self.servers.connect_timeout_ms,
             ),
             ("servers.idle_timeout_ms", self.servers.idle_timeout_ms),
+            (
+                "server.tls_reload_interval_ms",
+                self.server.tls_reload_interval_ms,
+            ),
         ] {
             if value == 0 {
                 bail!("{key} must be greater than 0");
@@ -128,6 +144,14 @@ impl Config {
         }
         if self.servers.max_targets == 0 {
             bail!("servers.max_targets must be at least 1");
+        }
+        if let Some(tls) = &self.server.tls {
+            if tls.handshake_timeout_ms == 0 {
+                bail!("server.tls.handshake_timeout_ms must be greater than 0");
+            }
+        }
+        if let Some(tls) = &self.servers.tls {
+            tls.validate()?;
         }
         crate::rest::validate(self)?;
         Ok(())

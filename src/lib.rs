@@ -9,6 +9,7 @@ pub mod pool;
 pub mod rest;
 pub mod route;
 pub mod serve;
+pub mod tls;
 pub mod token;
 
 /// Pinot's protobuf messages (`proto/server.proto`).

@@ -5,6 +5,7 @@
 use crate::config::ServersConfig;
 use crate::error::ProxyError;
 use crate::route::{Allowlist, Host, Target};
+use crate::tls::{UpstreamTls, UpstreamTlsConfig};
 use futures_util::future::{BoxFuture, FutureExt, Shared};
 use hyper::client::conn::http2::{Builder, SendRequest};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -32,6 +33,7 @@ impl<B> Clone for Pool<B> {
 struct Inner<B> {
     slots: Mutex<HashMap<Target, Slot<B>>>,
     allowlist: Allowlist,
+    tls: Option<(Arc<UpstreamTls>, UpstreamTlsConfig)>,
     connect_timeout: Duration,
     idle_timeout: Duration,
     max_targets: usize,
@@ -94,10 +96,15 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     /// Creates the pool and starts its idle-connection reaper (stops when the pool is dropped).
-    pub fn new(config: &ServersConfig, allowlist: Allowlist) -> Pool<B> {
+    pub fn new(
+        config: &ServersConfig,
+        allowlist: Allowlist,
+        tls: Option<Arc<UpstreamTls>>,
+    ) -> Pool<B> {
         let inner = Arc::new(Inner {
             slots: Mutex::new(HashMap::new()),
             allowlist,
+            tls: tls.zip(config.tls.clone()),
             connect_timeout: config.connect_timeout(),
             idle_timeout: config.idle_timeout(),
             max_targets: config.max_targets,
@@ -239,30 +246,18 @@ where
         }
         let stream = stream.ok_or_else(|| unreachable(last_err.unwrap_or_default()))?;
         let _ = stream.set_nodelay(true);
-        let (sender, connection) = Builder::new(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .handshake(TokioIo::new(stream))
-            .await
-            .map_err(|err| unreachable(format!("HTTP/2 handshake failed: {err}")))?;
-        let name = target.to_string();
-        let max_streams = Arc::new(AtomicUsize::new(usize::MAX));
-        let published = max_streams.clone();
-        let mut connection = Box::pin(connection);
-        // Drives the connection, publishing the server's SETTINGS_MAX_CONCURRENT_STREAMS after
-        // every poll (it only changes when the connection reads a frame).
-        let driver = std::future::poll_fn(move |cx| {
-            let poll = connection.as_mut().poll(cx);
-            published.store(connection.current_max_send_streams(), Ordering::Relaxed);
-            poll
-        });
-        tokio::spawn(async move {
-            match driver.await {
-                Ok(()) => tracing::debug!(target = %name, "upstream connection closed"),
-                Err(err) => {
-                    tracing::info!(target = %name, error = %err, "upstream connection failed")
-                }
+        let (sender, max_streams) = match &self.tls {
+            None => handshake(stream, target).await?,
+            Some((tls, config)) => {
+                let name = crate::tls::server_name(config, &target.host)
+                    .map_err(|err| unreachable(format!("TLS server name: {err}")))?;
+                let stream = tokio_rustls::TlsConnector::from(tls.get())
+                    .connect(name, stream)
+                    .await
+                    .map_err(|err| unreachable(format!("TLS handshake failed: {err}")))?;
+                handshake(stream, target).await?
             }
-        });
+        };
         self.opened.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(target = %target, "upstream connection opened");
         Ok(Arc::new(Conn {
@@ -325,4 +320,42 @@ impl<B: http_body::Body + 'static> Inner<B> {
             None => Err(ProxyError::TooManyTargets(self.max_targets)),
         }
     }
+}
+
+/// HTTP/2 handshake on a connected stream; spawns the task that drives the connection.
+async fn handshake<B, T>(
+    io: T,
+    target: &Target,
+) -> Result<(SendRequest<B>, Arc<AtomicUsize>), ProxyError>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + Unpin + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    let (sender, connection) = Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .handshake(TokioIo::new(io))
+        .await
+        .map_err(|err| ProxyError::Unreachable {
+            target: target.to_string(),
+            reason: format!("HTTP/2 handshake failed: {err}"),
+        })?;
+    let name = target.to_string();
+    let max_streams = Arc::new(AtomicUsize::new(usize::MAX));
+    let published = max_streams.clone();
+    let mut connection = Box::pin(connection);
+    // Drives the connection, publishing the server's SETTINGS_MAX_CONCURRENT_STREAMS after
+    // every poll (it only changes when the connection reads a frame).
+    let driver = std::future::poll_fn(move |cx| {
+        let poll = connection.as_mut().poll(cx);
+        published.store(connection.current_max_send_streams(), Ordering::Relaxed);
+        poll
+    });
+    tokio::spawn(async move {
+        match driver.await {
+            Ok(()) => tracing::debug!(target = %name, "upstream connection closed"),
+            Err(err) => tracing::info!(target = %name, error = %err, "upstream connection failed"),
+        }
+    });
+    Ok((sender, max_streams))
 }

@@ -5,6 +5,7 @@ use crate::config::Config;
 use crate::error::http_error;
 use crate::grpc::{Forwarder, ProxyBody};
 use crate::rest::{Peer, Rest};
+use crate::tls::{self, ClientIdentity, ServerTls, UpstreamTls};
 use http::{Request, Response, StatusCode, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -23,6 +24,8 @@ use tokio::net::TcpListener;
 pub struct Server {
     listener: TcpListener,
     handlers: Handlers,
+    tls: Option<(Arc<ServerTls>, Duration)>,
+    upstream_tls: Option<Arc<UpstreamTls>>,
     builder: auto::Builder<TokioExecutor>,
     grace: Duration,
 }
@@ -34,7 +37,25 @@ impl Server {
         let listener = TcpListener::bind(config.server.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.server.listen))?;
-        let pool = crate::pool::Pool::new(&config.servers, config.allowlist());
+        let tls = match &config.server.tls {
+            Some(tls_config) => {
+                Some((tls::server_tls(tls_config)?, tls_config.handshake_timeout()))
+            }
+            None => None,
+        };
+        let upstream_tls = config
+            .servers
+            .tls
+            .as_ref()
+            .map(tls::upstream_tls)
+            .transpose()?;
+        tls::spawn_reloader(
+            tls.as_ref().map(|(tls, _)| tls),
+            upstream_tls.as_ref(),
+            Duration::from_millis(config.server.tls_reload_interval_ms),
+        );
+        let pool =
+            crate::pool::Pool::new(&config.servers, config.allowlist(), upstream_tls.clone());
         let forwarder = Forwarder::new(pool, config.server.max_routing_message_bytes);
         let rest = Rest::new(config)?.map(Arc::new);
         let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -45,6 +66,8 @@ impl Server {
         Ok(Server {
             listener,
             handlers: Handlers { forwarder, rest },
+            tls,
+            upstream_tls,
             builder,
             grace: Duration::from_millis(config.server.shutdown_grace_ms),
         })
@@ -54,6 +77,16 @@ impl Server {
         self.listener
             .local_addr()
             .expect("a bound listener has an address")
+    }
+
+    /// The listener's TLS config, when TLS is on (to watch reloads).
+    pub fn server_tls(&self) -> Option<&Arc<ServerTls>> {
+        self.tls.as_ref().map(|(tls, _)| tls)
+    }
+
+    /// The TLS config for Pinot servers, when TLS to them is on (to watch reloads).
+    pub fn upstream_tls(&self) -> Option<&Arc<UpstreamTls>> {
+        self.upstream_tls.as_ref()
     }
 
     /// The forwarder, for inspecting the upstream pool.
@@ -81,26 +114,42 @@ impl Server {
                 () = &mut shutdown => break,
             };
             let _ = stream.set_nodelay(true);
-            let handlers = self.handlers.clone();
-            let peer_info = Arc::new(Peer {
-                addr: peer,
-                tls: false,
-            });
-            let service = service_fn(move |request| {
-                let handlers = handlers.clone();
-                let peer = peer_info.clone();
-                async move { Ok::<_, Infallible>(handlers.dispatch(request, &peer).await) }
-            });
-            let connection = self
-                .builder
-                .serve_connection(TokioIo::new(stream), service)
-                .into_owned();
-            let connection = graceful.watch(connection);
-            tokio::spawn(async move {
-                if let Err(err) = connection.await {
-                    tracing::debug!(%peer, error = %err, "client connection ended with an error");
+            let connection = Connection {
+                builder: self.builder.clone(),
+                handlers: self.handlers.clone(),
+                watcher: graceful.watcher(),
+                peer,
+            };
+            match &self.tls {
+                None => {
+                    tokio::spawn(connection.serve(stream, false, None));
                 }
-            });
+                Some((tls, timeout)) => {
+                    let acceptor = tokio_rustls::TlsAcceptor::from(tls.get());
+                    let timeout = *timeout;
+                    tokio::spawn(async move {
+                        match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+                            Ok(Ok(stream)) => {
+                                let identity = stream
+                                    .get_ref()
+                                    .1
+                                    .peer_certificates()
+                                    .and_then(|chain| chain.first())
+                                    .and_then(|cert| ClientIdentity::from_certificate(cert));
+                                connection.serve(stream, true, identity).await
+                            }
+                            Ok(Err(err)) => {
+                                tracing::info!(%peer, error = %err, "TLS handshake failed")
+                            }
+                            Err(_) => tracing::info!(
+                                %peer,
+                                timeout_ms = timeout.as_millis() as u64,
+                                "TLS handshake timed out"
+                            ),
+                        }
+                    });
+                }
+            }
         }
         drop(self.listener);
         tracing::info!(grace_ms = self.grace.as_millis() as u64, "shutting down");
@@ -109,6 +158,42 @@ impl Server {
             Err(_) => tracing::warn!("grace period over with calls still in flight"),
         }
         Ok(())
+    }
+}
+
+/// One accepted client connection, ready to be served over plaintext or TLS.
+struct Connection {
+    builder: auto::Builder<TokioExecutor>,
+    handlers: Handlers,
+    watcher: hyper_util::server::graceful::Watcher,
+    peer: SocketAddr,
+}
+
+impl Connection {
+    async fn serve<I>(self, io: I, tls: bool, identity: Option<ClientIdentity>)
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+    {
+        let peer = Arc::new(Peer {
+            addr: self.peer,
+            tls,
+        });
+        let handlers = self.handlers;
+        let service = service_fn(move |mut request: Request<Incoming>| {
+            let handlers = handlers.clone();
+            let peer = peer.clone();
+            if let Some(identity) = &identity {
+                request.extensions_mut().insert(identity.clone());
+            }
+            async move { Ok::<_, Infallible>(handlers.dispatch(request, &peer).await) }
+        });
+        let connection = self
+            .builder
+            .serve_connection(TokioIo::new(io), service)
+            .into_owned();
+        if let Err(err) = self.watcher.watch(connection).await {
+            tracing::debug!(peer = %self.peer, error = %err, "client connection ended with an error");
+        }
     }
 }
 

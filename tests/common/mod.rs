@@ -616,11 +616,23 @@ pub async fn raw_call(
     body: Vec<u8>,
 ) -> RawResponse {
     let tcp = TcpStream::connect(addr).await.unwrap();
+    raw_call_on(tcp, path, headers, body).await.unwrap()
+}
+
+/// [`raw_call`] on a connected stream (e.g. TLS); an error when the HTTP/2 exchange fails.
+pub async fn raw_call_on<I>(
+    io: I,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> Result<RawResponse, hyper::Error>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
     let (mut sender, connection) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
-            .await
-            .unwrap();
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io)).await?;
     tokio::spawn(connection);
+    let addr = "proxy";
     let mut request = http::Request::post(format!("http://{addr}{path}"))
         .header("content-type", "application/grpc")
         .header("te", "trailers");
@@ -629,20 +641,18 @@ pub async fn raw_call(
     }
     let response = sender
         .send_request(request.body(Full::new(Bytes::from(body))).unwrap())
-        .await
-        .unwrap();
+        .await?;
     let (parts, body) = response.into_parts();
     let collected = tokio::time::timeout(WAIT, body.collect())
         .await
-        .expect("response ends")
-        .unwrap();
+        .expect("response ends")?;
     let trailers = collected.trailers().cloned();
-    RawResponse {
+    Ok(RawResponse {
         status: parts.status,
         headers: parts.headers,
         body: collected.to_bytes(),
         trailers,
-    }
+    })
 }
 
 /// How a bare HTTP/2 test server answers.
@@ -694,7 +704,7 @@ pub async fn start_raw_server(mode: Raw) -> FakeServer {
 
 type RawBody = http_body_util::combinators::BoxBody<Bytes, std::convert::Infallible>;
 
-async fn raw_answer(
+pub async fn raw_answer(
     mode: Raw,
     seen: Seen,
     request: http::Request<hyper::body::Incoming>,

@@ -1,0 +1,473 @@
+//! TLS with rustls: the listener's server config (optionally requiring client certificates),
+//! the client config for TLS to Pinot servers, and live reloading of both when their files
+//! change on disk or on SIGHUP.
+
+use anyhow::{bail, Context};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::Duration;
+use tokio::sync::watch;
+
+const VERSIONS: &[&rustls::SupportedProtocolVersion] =
+    &[&rustls::version::TLS13, &rustls::version::TLS12];
+
+/// `[server.tls]`: TLS on the listening port. Without it the port speaks plaintext.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerTlsConfig {
+    /// PEM certificate chain, leaf first.
+    pub cert_file: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) matching the certificate.
+    pub key_file: PathBuf,
+    /// PEM CA bundle; when set, clients must present a certificate it verifies.
+    #[serde(default)]
+    pub client_ca_file: Option<PathBuf>,
+    /// A handshake not done within this many milliseconds drops the connection.
+    #[serde(default = "default_handshake_timeout_ms")]
+    pub handshake_timeout_ms: u64,
+}
+
+/// `[servers.tls]`: TLS to the Pinot servers (`pinot.server.grpctls.enabled=true`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTlsConfig {
+    /// PEM CA bundle that verifies the servers; the system roots when absent.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate chain, for servers that require one (with `key_file`).
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key of the client certificate.
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// Name to verify in every server's certificate instead of the target host name.
+    #[serde(default)]
+    pub server_name: Option<String>,
+    /// Accept any server certificate. Only for testing: it allows interception.
+    #[serde(default)]
+    pub insecure_skip_verify: bool,
+}
+
+fn default_handshake_timeout_ms() -> u64 {
+    10_000
+}
+
+impl ServerTlsConfig {
+    pub fn handshake_timeout(&self) -> Duration {
+        Duration::from_millis(self.handshake_timeout_ms)
+    }
+
+    fn files(&self) -> Vec<PathBuf> {
+        let mut files = vec![self.cert_file.clone(), self.key_file.clone()];
+        files.extend(self.client_ca_file.clone());
+        files
+    }
+
+    /// Builds a rustls server config from the files' contents (in the order of `files()`).
+    fn build(&self, contents: &[Vec<u8>]) -> anyhow::Result<rustls::ServerConfig> {
+        let provider = provider();
+        let certs = parse_certs(&self.cert_file, &contents[0])?;
+        let key = parse_key(&self.key_file, &contents[1])?;
+        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(VERSIONS)
+            .context("TLS versions")?;
+        let builder = match &self.client_ca_file {
+            Some(path) => {
+                let roots = parse_roots(path, &contents[2])?;
+                let verifier =
+                    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                        .build()
+                        .with_context(|| format!("client_ca_file {}", path.display()))?;
+                builder.with_client_cert_verifier(verifier)
+            }
+            None => builder.with_no_client_auth(),
+        };
+        let mut config = builder.with_single_cert(certs, key).with_context(|| {
+            format!(
+                "key_file {} does not fit cert_file {}",
+                self.key_file.display(),
+                self.cert_file.display()
+            )
+        })?;
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(config)
+    }
+}
+
+impl UpstreamTlsConfig {
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.cert_file.is_some() != self.key_file.is_some() {
+            bail!("servers.tls: cert_file and key_file go together");
+        }
+        if let Some(name) = &self.server_name {
+            ServerName::try_from(name.as_str()).with_context(|| {
+                format!("servers.tls.server_name {name:?} is not a DNS name or IP")
+            })?;
+        }
+        Ok(())
+    }
+
+    fn files(&self) -> Vec<PathBuf> {
+        [&self.ca_file, &self.cert_file, &self.key_file]
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect()
+    }
+
+    /// Builds a rustls client config from the files' contents (in the order of `files()`).
+    fn build(&self, contents: &[Vec<u8>]) -> anyhow::Result<rustls::ClientConfig> {
+        let provider = provider();
+        let mut contents = contents.iter();
+        let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(VERSIONS)
+            .context("TLS versions")?;
+        let builder = if self.insecure_skip_verify {
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(AcceptAnyServer(provider)))
+        } else {
+            let roots = match &self.ca_file {
+                Some(path) => parse_roots(path, contents.next().map_or(&[][..], |c| c))?,
+                None => system_roots()?,
+            };
+            builder.with_root_certificates(roots)
+        };
+        if self.insecure_skip_verify && self.ca_file.is_some() {
+            contents.next();
+        }
+        let mut config = match (&self.cert_file, &self.key_file) {
+            (Some(cert_file), Some(key_file)) => {
+                let certs = parse_certs(cert_file, contents.next().map_or(&[][..], |c| c))?;
+                let key = parse_key(key_file, contents.next().map_or(&[][..], |c| c))?;
+                builder.with_client_auth_cert(certs, key).with_context(|| {
+                    format!(
+                        "servers.tls.key_file {} does not fit cert_file {}",
+                        key_file.display(),
+                        cert_file.display()
+                    )
+                })?
+            }
+            _ => builder.with_no_client_auth(),
+        };
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        Ok(config)
+    }
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn parse_certs(path: &Path, pem: &[u8]) -> anyhow::Result<Vec<CertificateDer<'static>>> {
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("{}: not a PEM certificate file", path.display()))?;
+    if certs.is_empty() {
+        bail!("{}: no certificate in the file", path.display());
+    }
+    Ok(certs)
+}
+
+fn parse_key(path: &Path, pem: &[u8]) -> anyhow::Result<PrivateKeyDer<'static>> {
+    PrivateKeyDer::from_pem_slice(pem).with_context(|| {
+        format!(
+            "{}: no PKCS#8, PKCS#1 or SEC1 private key in the file",
+            path.display()
+        )
+    })
+}
+
+fn parse_roots(path: &Path, pem: &[u8]) -> anyhow::Result<RootCertStore> {
+    let mut roots = RootCertStore::empty();
+    for cert in parse_certs(path, pem)? {
+        roots
+            .add(cert)
+            .with_context(|| format!("{}: unusable CA certificate", path.display()))?;
+    }
+    Ok(roots)
+}
+
+fn system_roots() -> anyhow::Result<RootCertStore> {
+    let found = rustls_native_certs::load_native_certs();
+    let mut roots = RootCertStore::empty();
+    let (added, _ignored) = roots.add_parsable_certificates(found.certs);
+    if added == 0 {
+        bail!("no system root certificates found; set servers.tls.ca_file");
+    }
+    Ok(roots)
+}
+
+/// `insecure_skip_verify`: any certificate is accepted, but handshake signatures are still
+/// checked so the session keys belong to whoever sent the certificate.
+#[derive(Debug)]
+struct AcceptAnyServer(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for AcceptAnyServer {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// Builds a config from the contents of its files.
+type Builder<T> = Box<dyn Fn(&[Vec<u8>]) -> anyhow::Result<T> + Send + Sync>;
+
+/// A config built from files, rebuilt when their contents change; a broken new version is
+/// logged and the last good one kept.
+pub struct Reloadable<T> {
+    name: &'static str,
+    files: Vec<PathBuf>,
+    build: Builder<T>,
+    current: RwLock<Arc<T>>,
+    seen: Mutex<Vec<Vec<u8>>>,
+    status: watch::Sender<ReloadStatus>,
+}
+
+/// What reloading has done so far.
+#[derive(Clone, Debug, Default)]
+pub struct ReloadStatus {
+    /// Times the files were seen changed.
+    pub changes: u64,
+    /// Times a changed set of files was loaded and swapped in.
+    pub reloads: u64,
+    /// Why the last change was rejected, if it was.
+    pub last_error: Option<String>,
+}
+
+impl<T> Reloadable<T> {
+    fn new(
+        name: &'static str,
+        files: Vec<PathBuf>,
+        build: impl Fn(&[Vec<u8>]) -> anyhow::Result<T> + Send + Sync + 'static,
+    ) -> anyhow::Result<Reloadable<T>> {
+        let contents = read_all(&files)?;
+        let first = build(&contents).with_context(|| name)?;
+        Ok(Reloadable {
+            name,
+            files,
+            build: Box::new(build),
+            current: RwLock::new(Arc::new(first)),
+            seen: Mutex::new(contents),
+            status: watch::channel(ReloadStatus::default()).0,
+        })
+    }
+
+    /// The config to use for a new connection.
+    pub fn get(&self) -> Arc<T> {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Reload progress; lets a caller wait for the next reload.
+    pub fn subscribe(&self) -> watch::Receiver<ReloadStatus> {
+        self.status.subscribe()
+    }
+
+    /// Rereads the files and, when they changed, builds and swaps in the new config.
+    pub fn reload_if_changed(&self) {
+        let contents = match read_all(&self.files) {
+            Ok(contents) => contents,
+            Err(err) => {
+                tracing::error!(tls = self.name, error = %format!("{err:#}"), "cannot read TLS files; keeping the current ones");
+                return;
+            }
+        };
+        {
+            let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+            if *seen == contents {
+                return;
+            }
+            // Remember even a broken version, so it is reported once, not on every poll.
+            *seen = contents.clone();
+        }
+        match (self.build)(&contents) {
+            Ok(config) => {
+                *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(config);
+                tracing::info!(tls = self.name, "TLS files reloaded");
+                self.status.send_modify(|status| {
+                    status.changes += 1;
+                    status.reloads += 1;
+                    status.last_error = None;
+                });
+            }
+            Err(err) => {
+                let error = format!("{err:#}");
+                tracing::error!(
+                    tls = self.name,
+                    error = %error,
+                    "new TLS files are invalid; keeping the current ones"
+                );
+                self.status.send_modify(|status| {
+                    status.changes += 1;
+                    status.last_error = Some(error);
+                });
+            }
+        }
+    }
+}
+
+fn read_all(files: &[PathBuf]) -> anyhow::Result<Vec<Vec<u8>>> {
+    files
+        .iter()
+        .map(|path| std::fs::read(path).with_context(|| format!("cannot read {}", path.display())))
+        .collect()
+}
+
+pub type ServerTls = Reloadable<rustls::ServerConfig>;
+pub type UpstreamTls = Reloadable<rustls::ClientConfig>;
+
+/// Loads the listener's TLS config; errors name the file.
+pub fn server_tls(config: &ServerTlsConfig) -> anyhow::Result<Arc<ServerTls>> {
+    let owned = config.clone();
+    Reloadable::new("server.tls", config.files(), move |contents| {
+        owned.build(contents)
+    })
+    .map(Arc::new)
+}
+
+/// Loads the TLS config for connections to Pinot servers.
+pub fn upstream_tls(config: &UpstreamTlsConfig) -> anyhow::Result<Arc<UpstreamTls>> {
+    if config.insecure_skip_verify {
+        tracing::warn!(
+            "servers.tls.insecure_skip_verify is on: Pinot server certificates are NOT verified \
+             and connections to them can be intercepted"
+        );
+    }
+    let owned = config.clone();
+    Reloadable::new("servers.tls", config.files(), move |contents| {
+        owned.build(contents)
+    })
+    .map(Arc::new)
+}
+
+/// Rereads TLS files every `interval` and on SIGHUP, until every config is dropped.
+pub fn spawn_reloader(
+    server: Option<&Arc<ServerTls>>,
+    upstream: Option<&Arc<UpstreamTls>>,
+    interval: Duration,
+) {
+    let server: Option<Weak<ServerTls>> = server.map(Arc::downgrade);
+    let upstream: Option<Weak<UpstreamTls>> = upstream.map(Arc::downgrade);
+    if server.is_none() && upstream.is_none() {
+        return;
+    }
+    tokio::spawn(async move {
+        let mut hangup =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                Some(()) = async { match hangup.as_mut() { Some(h) => h.recv().await, None => None } } => {
+                    tracing::info!("SIGHUP: reloading TLS files");
+                }
+            }
+            let server = server.as_ref().map(Weak::upgrade);
+            let upstream = upstream.as_ref().map(Weak::upgrade);
+            if matches!(server, Some(None)) || matches!(upstream, Some(None)) {
+                return;
+            }
+            if let Some(Some(server)) = server {
+                server.reload_if_changed();
+            }
+            if let Some(Some(upstream)) = upstream {
+                upstream.reload_if_changed();
+            }
+        }
+    });
+}
+
+/// The verified client certificate's identity: its subject CN, else its first SAN.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientIdentity(pub String);
+
+impl ClientIdentity {
+    pub fn from_certificate(der: &[u8]) -> Option<ClientIdentity> {
+        use x509_parser::extensions::GeneralName;
+        let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+        if let Some(cn) = cert
+            .subject()
+            .iter_common_name()
+            .next()
+            .and_then(|cn| cn.as_str().ok())
+        {
+            return Some(ClientIdentity(cn.to_owned()));
+        }
+        let san = cert.subject_alternative_name().ok()??;
+        let name = match san.value.general_names.first()? {
+            GeneralName::DNSName(name) | GeneralName::RFC822Name(name) | GeneralName::URI(name) => {
+                (*name).to_owned()
+            }
+            GeneralName::IPAddress(bytes) => match bytes.len() {
+                4 => std::net::IpAddr::from(<[u8; 4]>::try_from(*bytes).ok()?).to_string(),
+                16 => std::net::IpAddr::from(<[u8; 16]>::try_from(*bytes).ok()?).to_string(),
+                _ => return None,
+            },
+            other => other.to_string(),
+        };
+        Some(ClientIdentity(name))
+    }
+}
+
+/// The name to verify in a target server's certificate.
+pub fn server_name(
+    config: &UpstreamTlsConfig,
+    host: &crate::route::Host,
+) -> Result<ServerName<'static>, String> {
+    match (&config.server_name, host) {
+        (Some(name), _) => ServerName::try_from(name.clone()).map_err(|err| err.to_string()),
+        (None, crate::route::Host::Name(name)) => {
+            ServerName::try_from(name.clone()).map_err(|err| err.to_string())
+        }
+        (None, crate::route::Host::Ip(ip)) => Ok(ServerName::IpAddress((*ip).into())),
+    }
+}
