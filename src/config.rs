@@ -23,6 +23,9 @@ pub struct Config {
     /// REST routing and timeouts.
     #[serde(default)]
     pub rest: crate::rest::RestConfig,
+    /// What callers must present.
+    #[serde(default)]
+    pub auth: crate::auth::AuthConfig,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -70,6 +73,9 @@ pub struct ServersConfig {
     /// TLS to the Pinot servers; plaintext h2c when absent.
     #[serde(default)]
     pub tls: Option<crate::tls::UpstreamTlsConfig>,
+    /// Credentials sent to the Pinot servers (in the `Submit` request's metadata).
+    #[serde(default)]
+    pub auth: crate::auth::UpstreamAuthConfig,
 }
 
 mod defaults {
@@ -154,6 +160,18 @@ impl Config {
             tls.validate()?;
         }
         crate::rest::validate(self)?;
+        if self.auth.grpc == crate::auth::GrpcPolicy::ClientCert
+            && self
+                .server
+                .tls
+                .as_ref()
+                .and_then(|tls| tls.client_ca_file.as_ref())
+                .is_none()
+        {
+            bail!("auth.grpc = \"client-cert\" needs server.tls.client_ca_file");
+        }
+        crate::auth::Authenticator::new(&self.auth)?;
+        self.servers.auth.resolve("servers.auth")?;
         Ok(())
     }
 

@@ -18,6 +18,7 @@ pub enum Code {
     ResourceExhausted = 8,
     Internal = 13,
     Unavailable = 14,
+    Unauthenticated = 16,
 }
 
 impl Code {
@@ -32,6 +33,7 @@ impl Code {
             Code::ResourceExhausted => "8",
             Code::Internal => "13",
             Code::Unavailable => "14",
+            Code::Unauthenticated => "16",
         }
     }
 }
@@ -72,6 +74,8 @@ pub enum ProxyError {
     DeadlineExceeded(u128),
     #[error("request stream from the client failed: {0}")]
     ClientStream(String),
+    #[error("unauthenticated: {0}")]
+    Unauthenticated(String),
 }
 
 impl ProxyError {
@@ -83,7 +87,8 @@ impl ProxyError {
             | ProxyError::MessageTooLarge { .. }
             | ProxyError::BadTimeout(_)
             | ProxyError::NotAllowed { .. }
-            | ProxyError::ClientStream(_) => Source::Client,
+            | ProxyError::ClientStream(_)
+            | ProxyError::Unauthenticated(_) => Source::Client,
             ProxyError::TooManyTargets(_) | ProxyError::DeadlineExceeded(_) => Source::Proxy,
             ProxyError::Unreachable { .. } | ProxyError::StreamFailed { .. } => Source::Upstream,
         }
@@ -102,6 +107,7 @@ impl ProxyError {
             ProxyError::Unreachable { .. } | ProxyError::StreamFailed { .. } => Code::Unavailable,
             ProxyError::DeadlineExceeded(_) => Code::DeadlineExceeded,
             ProxyError::ClientStream(_) => Code::Cancelled,
+            ProxyError::Unauthenticated(_) => Code::Unauthenticated,
         }
     }
 

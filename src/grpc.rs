@@ -2,17 +2,21 @@
 //! upstream connection, and stream headers, messages and trailers through unchanged, enforcing
 //! `grpc-timeout`. Upstream failures become gRPC statuses, mid-stream as error trailers.
 
+use crate::auth::{Authenticator, Upstream};
 use crate::error::{ProxyError, Source};
 use crate::pool::{Lease, Pool};
 use crate::proto::ServerRequest;
 use crate::route::{self, Target};
+use crate::tls::ClientIdentity;
 use bytes::{Buf, Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue, Request, Response, Uri};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use prost::Message;
+use std::collections::HashMap;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -51,10 +55,17 @@ pub struct Forwarder {
     pool: Pool<RequestBody>,
     max_routing_message_bytes: u32,
     instance: HeaderValue,
+    auth: Arc<Authenticator>,
+    upstream_auth: Upstream,
 }
 
 impl Forwarder {
-    pub fn new(pool: Pool<RequestBody>, max_routing_message_bytes: u32) -> Forwarder {
+    pub fn new(
+        pool: Pool<RequestBody>,
+        max_routing_message_bytes: u32,
+        auth: Arc<Authenticator>,
+        upstream_auth: Upstream,
+    ) -> Forwarder {
         use std::hash::{BuildHasher, Hasher};
         let random = std::collections::hash_map::RandomState::new()
             .build_hasher()
@@ -65,6 +76,8 @@ impl Forwarder {
             pool,
             max_routing_message_bytes,
             instance,
+            auth,
+            upstream_auth,
         }
     }
 
@@ -73,7 +86,11 @@ impl Forwarder {
     }
 
     /// Forwards one call; every failure is answered as a gRPC status.
-    pub async fn forward(&self, request: Request<Incoming>) -> Response<ProxyBody> {
+    pub async fn forward(
+        &self,
+        request: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Response<ProxyBody> {
         let method = request.uri().path().to_owned();
         let span = tracing::info_span!(
             "grpc",
@@ -82,7 +99,7 @@ impl Forwarder {
         );
         let mut record = CallRecord::new(method, span.clone());
         match self
-            .try_forward(request, &mut record)
+            .try_forward(request, peer, &mut record)
             .instrument(span)
             .await
         {
@@ -97,6 +114,7 @@ impl Forwarder {
     async fn try_forward(
         &self,
         request: Request<Incoming>,
+        peer: SocketAddr,
         record: &mut CallRecord,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let deadline = match request.headers().get("grpc-timeout") {
@@ -111,6 +129,7 @@ impl Forwarder {
             .iter()
             .any(|via| via.as_bytes() == self.instance.as_bytes());
 
+        let identity = parts.extensions.get::<ClientIdentity>().cloned();
         let mut prefix = None;
         let target = if parts.uri.path() == SUBMIT_PATH {
             let first = with_deadline(
@@ -118,13 +137,10 @@ impl Forwarder {
                 read_first_message(&mut body, self.max_routing_message_bytes),
             )
             .await??;
-            let body_target = match first.decode() {
-                Some(request) => {
-                    let request = request.map_err(|err| {
-                        ProxyError::BadMessage(format!("cannot decode ServerRequest: {err}"))
-                    })?;
-                    route::target_from_metadata(&request.metadata)?
-                }
+            let request = match first.decode() {
+                Some(request) => Some(request.map_err(|err| {
+                    ProxyError::BadMessage(format!("cannot decode ServerRequest: {err}"))
+                })?),
                 None if header_target.is_some() => None,
                 None => {
                     return Err(ProxyError::BadMessage(
@@ -134,9 +150,19 @@ impl Forwarder {
                     ))
                 }
             };
-            prefix = Some(first.bytes);
+            let metadata = request.as_ref().map(|request| &request.metadata);
+            self.authenticate(&parts.headers, metadata, identity.as_ref(), peer)?;
+            let body_target = match metadata {
+                Some(metadata) => route::target_from_metadata(metadata)?,
+                None => None,
+            };
+            prefix = Some(match request {
+                Some(request) => self.with_upstream_credentials(first, request),
+                None => first.bytes,
+            });
             body_target.or(header_target)
         } else {
+            self.authenticate(&parts.headers, None, identity.as_ref(), peer)?;
             header_target
         }
         .ok_or(ProxyError::NoTarget)?;
@@ -159,6 +185,7 @@ impl Forwarder {
         for name in DROPPED_HEADERS {
             parts.headers.remove(name);
         }
+        self.upstream_auth.apply(&mut parts.headers);
         strip_te(&mut parts.headers);
         let mut upstream_request = Request::from_parts(
             parts,
@@ -204,6 +231,46 @@ impl Forwarder {
             _lease: lease,
         };
         Ok(Response::from_parts(parts, body.boxed_unsync()))
+    }
+}
+
+impl Forwarder {
+    fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        metadata: Option<&HashMap<String, String>>,
+        identity: Option<&ClientIdentity>,
+        peer: SocketAddr,
+    ) -> Result<(), ProxyError> {
+        self.auth
+            .check_grpc(headers, metadata, identity, peer)
+            .map_err(|err| ProxyError::Unauthenticated(err.to_string()))
+    }
+
+    /// The bytes to send for the first message: the original ones, unless the caller's
+    /// `authorization` must be removed from its metadata or the proxy's put in; then the
+    /// message is re-encoded and the bytes read after it follow unchanged.
+    fn with_upstream_credentials(&self, first: FirstMessage, mut request: ServerRequest) -> Bytes {
+        const KEY: &str = "authorization";
+        match &self.upstream_auth {
+            Upstream::PassThrough => return first.bytes,
+            Upstream::Strip if !request.metadata.contains_key(KEY) => return first.bytes,
+            Upstream::Strip => {
+                request.metadata.remove(KEY);
+            }
+            Upstream::Inject(value) => {
+                let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+                request.metadata.insert(KEY.to_owned(), value);
+            }
+        }
+        let encoded = request.encode_to_vec();
+        let rest = &first.bytes[5 + first.length..];
+        let mut bytes = BytesMut::with_capacity(5 + encoded.len() + rest.len());
+        bytes.extend_from_slice(&[0]);
+        bytes.extend_from_slice(&(encoded.len() as u32).to_be_bytes());
+        bytes.extend_from_slice(&encoded);
+        bytes.extend_from_slice(rest);
+        bytes.freeze()
     }
 }
 

@@ -2,6 +2,7 @@
 //! the Pinot server the caller names, through pooled HTTP/2 connections.
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod config;
 pub mod error;
 pub mod grpc;

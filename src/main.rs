@@ -1,7 +1,7 @@
 //! The `pinot-proxy` command: parse arguments, load the config, serve until SIGTERM or SIGINT.
 
-use clap::Parser;
-use pinot_proxy::Config;
+use clap::{Parser, Subcommand};
+use pinot_proxy::{token, Config};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -15,10 +15,30 @@ struct Cli {
     /// Validate the configuration and exit.
     #[arg(long, alias = "check-config")]
     check: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Work with StarTree-style API tokens and password hashes.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Print the username and password inside a token, and the matching Trino properties.
+    Decode { token: String },
+    /// Read a password on standard input and print its password_sha256 for [[auth.users]].
+    Hash,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Token(command)) = cli.command {
+        return run_token(command);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
@@ -35,18 +55,39 @@ fn main() -> ExitCode {
         println!("{}: ok", cli.config.display());
         return ExitCode::SUCCESS;
     }
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime,
-        Err(err) => {
-            eprintln!("pinot-proxy: cannot start the runtime: {err}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(pinot_proxy::run(config, shutdown_signal())) {
+    let result = tokio::runtime::Runtime::new()
+        .map_err(anyhow::Error::from)
+        .and_then(|runtime| runtime.block_on(pinot_proxy::run(config, shutdown_signal())));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("pinot-proxy: {err:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_token(command: TokenCommand) -> ExitCode {
+    let result = match command {
+        TokenCommand::Decode { token } => token::decode_token(&token)
+            .map(|credentials| token::describe(&credentials))
+            .map_err(|err| format!("cannot decode the token: {err}")),
+        TokenCommand::Hash => {
+            let mut line = String::new();
+            match std::io::stdin().read_line(&mut line) {
+                Ok(_) => Ok(token::hash_password(line.trim_end_matches(['\r', '\n'])) + "\n"),
+                Err(err) => Err(format!("cannot read the password from stdin: {err}")),
+            }
+        }
+    };
+    match result {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(message) => {
+            eprintln!("pinot-proxy: {message}");
+            ExitCode::from(2)
         }
     }
 }

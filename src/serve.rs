@@ -1,6 +1,7 @@
 //! The listening side: accept connections, serve HTTP/2 (h2c prior knowledge) and HTTP/1.1 on
 //! one port, dispatch gRPC to the forwarder, and drain connections on shutdown.
 
+use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::error::http_error;
 use crate::grpc::{Forwarder, ProxyBody};
@@ -56,7 +57,13 @@ impl Server {
         );
         let pool =
             crate::pool::Pool::new(&config.servers, config.allowlist(), upstream_tls.clone());
-        let forwarder = Forwarder::new(pool, config.server.max_routing_message_bytes);
+        let auth = Arc::new(Authenticator::new(&config.auth)?);
+        let forwarder = Forwarder::new(
+            pool,
+            config.server.max_routing_message_bytes,
+            auth.clone(),
+            config.servers.auth.resolve("servers.auth")?,
+        );
         let rest = Rest::new(config)?.map(Arc::new);
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
@@ -65,7 +72,11 @@ impl Server {
             .max_concurrent_streams(config.server.max_concurrent_streams);
         Ok(Server {
             listener,
-            handlers: Handlers { forwarder, rest },
+            handlers: Handlers {
+                forwarder,
+                rest,
+                auth,
+            },
             tls,
             upstream_tls,
             builder,
@@ -202,6 +213,7 @@ impl Connection {
 struct Handlers {
     forwarder: Forwarder,
     rest: Option<Arc<Rest>>,
+    auth: Arc<Authenticator>,
 }
 
 impl Handlers {
@@ -213,9 +225,17 @@ impl Handlers {
             .is_some_and(|value| value.as_bytes().starts_with(b"application/grpc"));
         if is_grpc {
             if request.version() == Version::HTTP_2 {
-                return self.forwarder.forward(request).await;
+                return self.forwarder.forward(request, peer.addr).await;
             }
             return plain_error(StatusCode::HTTP_VERSION_NOT_SUPPORTED, "gRPC needs HTTP/2");
+        }
+        if let Err(err) = self.auth.check_rest(request.headers(), peer.addr) {
+            let mut response = plain_error(StatusCode::UNAUTHORIZED, &err.to_string());
+            response.headers_mut().insert(
+                http::header::WWW_AUTHENTICATE,
+                http::HeaderValue::from_static("Basic realm=\"pinot-proxy\""),
+            );
+            return response;
         }
         match &self.rest {
             Some(rest) => rest.handle(request, peer).await,

@@ -399,9 +399,9 @@ pub fn spawn_reloader(
     if server.is_none() && upstream.is_none() {
         return;
     }
+    // Registered before returning, so a SIGHUP right after startup cannot kill the process.
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     tokio::spawn(async move {
-        let mut hangup =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {

@@ -70,7 +70,8 @@ pub enum TokenError {
 
 /// A password. `Debug` and `Display` print `***` so it cannot reach a log by accident; call
 /// [`Secret::expose`] where the plain text is really needed.
-#[derive(Clone, Default)]
+#[derive(Clone, Default, serde::Deserialize)]
+#[serde(transparent)]
 pub struct Secret(String);
 
 impl Secret {
@@ -256,6 +257,20 @@ fn parse_sha256_hex(hex: &str) -> Option<[u8; 32]> {
         *byte = u8::try_from((high << 4) | low).ok()?;
     }
     Some(out)
+}
+
+/// What `pinot-proxy token decode` prints: the pair, then the matching Trino properties.
+pub fn describe(credentials: &Credentials) -> String {
+    let (user, password) = (&credentials.username, credentials.password.expose());
+    let mut out = format!("username={user}\npassword={password}\n\n# Trino catalog properties\n");
+    for component in ["controller", "broker"] {
+        out.push_str(&format!(
+            "pinot.{component}.authentication.type=PASSWORD\n\
+             pinot.{component}.authentication.user={user}\n\
+             pinot.{component}.authentication.password={password}\n"
+        ));
+    }
+    out
 }
 
 #[cfg(test)]

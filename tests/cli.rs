@@ -136,3 +136,165 @@ fn bad_config_exits_before_binding() {
         );
     }
 }
+
+/// Runs the binary with `stdin` as standard input.
+fn run_with_stdin(args: &[&str], stdin: &str) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn pinot-proxy");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn token_decode_prints_the_pair_and_trino_properties() {
+    let output = run(&[
+        "token",
+        "decode",
+        "st-XkQBXKr652MV1VF9-5gkhGWNaGAdA1NU5yrHXRSPKMCcNRlRg",
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout
+        .starts_with("username=XkQBXKr652MV1VF9\npassword=5gkhGWNaGAdA1NU5yrHXRSPKMCcNRlRg\n"));
+    assert!(stdout.contains("pinot.broker.authentication.user=XkQBXKr652MV1VF9\n"));
+    assert!(stdout.contains("pinot.controller.authentication.type=PASSWORD\n"));
+
+    let basic = "NGNlZmI4NDgwZjhmNGE3ODg2YTVjOWRhMTA1NmE3YjU6eVlHVVlsV1BVaU5OTjQ2bkZaY09vM2FUT3FJQ1AyYUFrMXF4VDVCOEFKUT0=";
+    let output = run(&["token", "decode", basic]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.starts_with(
+        "username=4cefb8480f8f4a7886a5c9da1056a7b5\npassword=yYGUYlWPUiNNN46nFZcOo3aTOqICP2aAk1qxT5B8AJQ=\n"
+    ), "{stdout}");
+
+    let output = run(&["token", "decode", "st-short-token"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr(&output).contains("cannot decode the token"));
+    assert!(
+        !stderr(&output).contains("short-token"),
+        "the secret was echoed"
+    );
+}
+
+#[test]
+fn token_hash_reads_stdin() {
+    let output = run_with_stdin(&["token", "hash"], "password\n");
+    assert!(output.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8\n"
+    );
+}
+
+/// A running proxy process whose log lines arrive on a channel.
+struct Running {
+    child: std::process::Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Running {
+    fn start(config: &Path) -> Running {
+        let mut child = Command::new(BIN)
+            .args(["--config", config.to_str().unwrap()])
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn pinot-proxy");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Running { child, lines }
+    }
+
+    /// Waits for a log line containing `needle`.
+    fn wait_for(&self, needle: &str) -> String {
+        let deadline = std::time::Instant::now() + EXIT_TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => continue,
+                Err(_) => panic!("no log line with {needle:?}"),
+            }
+        }
+    }
+
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn sighup_reloads_tls_and_sigterm_exits_cleanly() {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let dir = std::env::temp_dir().join(format!("pinot-proxy-cli-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("tls.crt"), cert.pem()).unwrap();
+    std::fs::write(dir.join("tls.key"), key.serialize_pem()).unwrap();
+    let config = TempConfig::new(&format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\ntls_reload_interval_ms = 3600000\n\
+         [server.tls]\ncert_file = {:?}\nkey_file = {:?}\n[servers]\n",
+        dir.join("tls.crt").display().to_string(),
+        dir.join("tls.key").display().to_string()
+    ));
+    let mut proxy = Running::start(&config.0);
+    proxy.wait_for("serving");
+    // A replaced certificate is picked up on SIGHUP, long before the next poll.
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    std::fs::write(dir.join("tls.key"), key.serialize_pem()).unwrap();
+    std::fs::write(dir.join("tls.crt"), cert.pem()).unwrap();
+    proxy.signal("HUP");
+    proxy.wait_for("TLS files reloaded");
+    proxy.signal("TERM");
+    proxy.wait_for("all connections closed");
+    let (tx, rx) = mpsc::channel();
+    let mut child = std::mem::replace(&mut proxy.child, Command::new("true").spawn().unwrap());
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait());
+    });
+    let status = rx.recv_timeout(EXIT_TIMEOUT).unwrap().unwrap();
+    assert!(status.success(), "{status:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

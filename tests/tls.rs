@@ -559,3 +559,51 @@ async fn bad_tls_files_are_clear_startup_errors() {
         assert!(err.contains(expected), "{tls}: {err}");
     }
 }
+
+#[tokio::test]
+async fn client_cert_auth_lets_trino_in_without_credentials() {
+    let fake = start_fake("s").await;
+    let ca = Ca::new("test ca");
+    let dir = TempDir::new();
+    let leaf = ca.issue(Some("pinot-proxy"), &["localhost"]);
+    let users = format!(
+        "[auth]\ngrpc = \"client-cert\"\nrest = \"required\"\n[[auth.users]]\nusername = \"u\"\npassword_sha256 = \"{}\"\n",
+        pinot_proxy::token::hash_password("p")
+    );
+    let text = config_text("", &tls_section(&dir, &leaf, Some(&ca)), "") + &users;
+    let (addr, server) = proxy_from(&text).await;
+    let _stop = run(server);
+
+    let trino = ca.issue(Some("trino"), &[]);
+    let stream = tls_connect(addr, client_config(&ca, &[b"h2"], Some(&trino)))
+        .await
+        .unwrap();
+    let response = raw_call_on(
+        stream,
+        SUBMIT,
+        &[],
+        submit_body(fake.port(), "blocks:1:10:1"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        response.grpc_status().as_deref(),
+        Some("0"),
+        "{}",
+        response.grpc_message()
+    );
+    // Wrong credentials are refused even with a certificate.
+    let stream = tls_connect(addr, client_config(&ca, &[b"h2"], Some(&trino)))
+        .await
+        .unwrap();
+    let response = raw_call_on(
+        stream,
+        SUBMIT,
+        &[("authorization", "Basic dTp3cm9uZw==")],
+        submit_body(fake.port(), "blocks:1:10:1"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.grpc_status().as_deref(), Some("16"));
+    assert_eq!(fake.seen.request_count(), 1);
+}

@@ -1,0 +1,524 @@
+//! Who may call what: the `[auth]` policy per surface (gRPC, REST), the credential store, and
+//! the credentials the proxy sends on to Pinot in place of the caller's.
+
+use crate::tls::ClientIdentity;
+use crate::token::{self, Credentials, Secret};
+use anyhow::{bail, Context};
+use base64::Engine;
+use http::{HeaderMap, HeaderValue};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use subtle::ConstantTimeEq;
+
+/// `[auth]`: what callers must present. Absent: nothing is required (a warning is logged).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// gRPC calls: "required" (valid credentials), "client-cert" (a verified client
+    /// certificate, or valid credentials), or "none".
+    #[serde(default)]
+    pub grpc: GrpcPolicy,
+    /// REST calls: "required" (Basic or Bearer credentials on every request) or "none".
+    #[serde(default)]
+    pub rest: RestPolicy,
+    /// The callers' accounts.
+    #[serde(default)]
+    pub users: Vec<UserConfig>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GrpcPolicy {
+    Required,
+    ClientCert,
+    #[default]
+    None,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestPolicy {
+    Required,
+    #[default]
+    None,
+}
+
+/// One `[[auth.users]]` account; exactly one of the password keys.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    pub username: String,
+    /// Lower- or upper-case hex SHA-256 of the password (`pinot-proxy token hash`).
+    #[serde(default)]
+    pub password_sha256: Option<String>,
+    /// Name of an environment variable holding the password.
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// The password itself; accepted, with a warning: prefer the other two.
+    #[serde(default)]
+    pub password: Option<Secret>,
+}
+
+/// `[servers.auth]`, `[controller.auth]`, `[broker.auth]`: what the proxy sends to Pinot.
+/// The caller's own credentials are never forwarded unless `pass_through` is set.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamAuthConfig {
+    /// Username to send (with `password_env`).
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Environment variable holding the password to send.
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// Forward the caller's own `authorization` instead.
+    #[serde(default)]
+    pub pass_through: bool,
+}
+
+/// What to do with credentials on the way to Pinot.
+#[derive(Clone, Debug, Default)]
+pub enum Upstream {
+    /// Send none: the caller's are removed.
+    #[default]
+    Strip,
+    /// Send the caller's unchanged.
+    PassThrough,
+    /// Replace with this `Authorization` value.
+    Inject(HeaderValue),
+}
+
+impl UpstreamAuthConfig {
+    /// Resolves the password from the environment; `key` names the section for errors.
+    pub fn resolve(&self, key: &str) -> anyhow::Result<Upstream> {
+        match (&self.username, &self.password_env, self.pass_through) {
+            (None, None, false) => Ok(Upstream::Strip),
+            (None, None, true) => Ok(Upstream::PassThrough),
+            (Some(user), Some(env), false) => {
+                let password = std::env::var(env).with_context(|| {
+                    format!("{key}.password_env: environment variable {env} is not set")
+                })?;
+                let encoded =
+                    base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+                let mut value =
+                    HeaderValue::try_from(format!("Basic {encoded}")).with_context(|| {
+                        format!("{key}: username or password is not a valid header")
+                    })?;
+                value.set_sensitive(true);
+                Ok(Upstream::Inject(value))
+            }
+            (_, _, true) => bail!("{key}: pass_through cannot be combined with username"),
+            _ => bail!("{key}: username and password_env go together"),
+        }
+    }
+}
+
+impl Upstream {
+    /// Applies this choice to request headers.
+    pub fn apply(&self, headers: &mut HeaderMap) {
+        match self {
+            Upstream::Strip => {
+                headers.remove(http::header::AUTHORIZATION);
+            }
+            Upstream::PassThrough => {}
+            Upstream::Inject(value) => {
+                headers.insert(http::header::AUTHORIZATION, value.clone());
+            }
+        }
+    }
+}
+
+/// Why a caller was refused.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("credentials required: send Authorization: Basic or Bearer")]
+    Missing,
+    #[error(
+        "credentials required: a verified client certificate, or Authorization: Basic or Bearer"
+    )]
+    MissingCertOrCredentials,
+    #[error("malformed credentials: {0}")]
+    Malformed(token::TokenError),
+    #[error("unknown user or wrong password")]
+    Rejected,
+}
+
+/// Checks callers' credentials against the configured accounts.
+pub struct Authenticator {
+    grpc: GrpcPolicy,
+    rest: RestPolicy,
+    users: HashMap<String, [u8; 32]>,
+    /// Compared against when the user is unknown, so that costs the same as a wrong password.
+    decoy: [u8; 32],
+    failures: AtomicU64,
+    log_budget: Mutex<LogBudget>,
+}
+
+impl Authenticator {
+    pub fn new(config: &AuthConfig) -> anyhow::Result<Authenticator> {
+        let mut users = HashMap::new();
+        for (i, user) in config.users.iter().enumerate() {
+            let key = format!("auth.users[{i}] ({})", user.username);
+            if user.username.is_empty() || user.username.contains(':') {
+                bail!("{key}: username must be non-empty and contain no ':'");
+            }
+            let hash = match (&user.password_sha256, &user.password_env, &user.password) {
+                (Some(hex), None, None) => parse_sha256(hex)
+                    .with_context(|| format!("{key}: password_sha256 is not 64 hex digits"))?,
+                (None, Some(env), None) => {
+                    let password = std::env::var(env).with_context(|| {
+                        format!("{key}: password_env: environment variable {env} is not set")
+                    })?;
+                    Sha256::digest(password.as_bytes()).into()
+                }
+                (None, None, Some(password)) => {
+                    tracing::warn!(
+                        user = %user.username,
+                        "auth.users: a plain `password` is in the config file; use password_sha256 or password_env"
+                    );
+                    Sha256::digest(password.expose().as_bytes()).into()
+                }
+                _ => bail!("{key}: set exactly one of password_sha256, password_env, password"),
+            };
+            if users.insert(user.username.clone(), hash).is_some() {
+                bail!("{key}: username is listed twice");
+            }
+        }
+        let needs_users = config.grpc != GrpcPolicy::None || config.rest == RestPolicy::Required;
+        if needs_users && users.is_empty() && config.grpc != GrpcPolicy::ClientCert {
+            bail!("auth: a policy requires credentials but auth.users is empty");
+        }
+        if config.grpc == GrpcPolicy::None || config.rest == RestPolicy::None {
+            tracing::warn!(
+                grpc = ?config.grpc,
+                rest = ?config.rest,
+                "authentication is off for some callers ([auth] grpc/rest = \"none\")"
+            );
+        }
+        Ok(Authenticator {
+            grpc: config.grpc,
+            rest: config.rest,
+            users,
+            decoy: Sha256::digest(b"pinot-proxy decoy").into(),
+            failures: AtomicU64::new(0),
+            log_budget: Mutex::new(LogBudget::new()),
+        })
+    }
+
+    /// Failed authentications since start.
+    pub fn failures(&self) -> u64 {
+        self.failures.load(Ordering::Relaxed)
+    }
+
+    /// Checks a gRPC call: the `authorization` header, else the `authorization` key of the
+    /// request message's metadata, else (with `client-cert`) a verified client certificate.
+    pub fn check_grpc(
+        &self,
+        headers: &HeaderMap,
+        metadata: Option<&HashMap<String, String>>,
+        identity: Option<&ClientIdentity>,
+        peer: SocketAddr,
+    ) -> Result<(), AuthError> {
+        if self.grpc == GrpcPolicy::None {
+            return Ok(());
+        }
+        let presented = headers
+            .get(http::header::AUTHORIZATION)
+            .map(HeaderValue::as_bytes)
+            .or_else(|| {
+                metadata
+                    .and_then(|m| m.get("authorization"))
+                    .map(|v| v.as_bytes())
+            });
+        let result = match (presented, self.grpc, identity) {
+            (None, GrpcPolicy::ClientCert, Some(_)) => Ok(()),
+            (None, GrpcPolicy::ClientCert, None) => Err(AuthError::MissingCertOrCredentials),
+            (None, _, _) => Err(AuthError::Missing),
+            (Some(value), _, _) => self.check_value(value),
+        };
+        self.record(&result, presented, peer, "grpc");
+        result
+    }
+
+    /// Checks a REST request's `Authorization` header.
+    pub fn check_rest(&self, headers: &HeaderMap, peer: SocketAddr) -> Result<(), AuthError> {
+        if self.rest == RestPolicy::None {
+            return Ok(());
+        }
+        let presented = headers
+            .get(http::header::AUTHORIZATION)
+            .map(HeaderValue::as_bytes);
+        let result = match presented {
+            None => Err(AuthError::Missing),
+            Some(value) => self.check_value(value),
+        };
+        self.record(&result, presented, peer, "rest");
+        result
+    }
+
+    fn check_value(&self, value: &[u8]) -> Result<(), AuthError> {
+        let credentials = token::decode_authorization(value).map_err(AuthError::Malformed)?;
+        if self.verify(&credentials) {
+            Ok(())
+        } else {
+            Err(AuthError::Rejected)
+        }
+    }
+
+    fn verify(&self, credentials: &Credentials) -> bool {
+        let presented: [u8; 32] = Sha256::digest(credentials.password.expose().as_bytes()).into();
+        let (expected, known) = match self.users.get(&credentials.username) {
+            Some(hash) => (hash, true),
+            None => (&self.decoy, false),
+        };
+        bool::from(presented.ct_eq(expected)) && known
+    }
+
+    fn record(
+        &self,
+        result: &Result<(), AuthError>,
+        presented: Option<&[u8]>,
+        peer: SocketAddr,
+        surface: &str,
+    ) {
+        let Err(err) = result else {
+            return;
+        };
+        self.failures.fetch_add(1, Ordering::Relaxed);
+        let suppressed = match self.log_budget.lock() {
+            Ok(mut budget) => budget.take(),
+            Err(_) => None,
+        };
+        if let Some(suppressed) = suppressed {
+            let username = presented
+                .and_then(|value| token::decode_authorization(value).ok())
+                .map(|credentials| credentials.username)
+                .unwrap_or_default();
+            tracing::warn!(
+                client = %peer,
+                surface,
+                username = %username,
+                suppressed,
+                error = %err,
+                "authentication failed"
+            );
+        }
+    }
+}
+
+fn parse_sha256(hex: &str) -> anyhow::Result<[u8; 32]> {
+    let hex = hex.trim();
+    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        bail!("expected 64 hex digits");
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16)?;
+    }
+    Ok(out)
+}
+
+/// At most `PER_SECOND` failure log lines a second; the rest are counted and reported on
+/// the next line that is written.
+struct LogBudget {
+    window: Instant,
+    written: u32,
+    suppressed: u64,
+}
+
+impl LogBudget {
+    const PER_SECOND: u32 = 10;
+
+    fn new() -> LogBudget {
+        LogBudget {
+            window: Instant::now(),
+            written: 0,
+            suppressed: 0,
+        }
+    }
+
+    /// `Some(suppressed since the last line)` when a line may be written now.
+    fn take(&mut self) -> Option<u64> {
+        if self.window.elapsed() >= Duration::from_secs(1) {
+            self.window = Instant::now();
+            self.written = 0;
+        }
+        if self.written < Self::PER_SECOND {
+            self.written += 1;
+            Some(std::mem::take(&mut self.suppressed))
+        } else {
+            self.suppressed += 1;
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn authenticator(grpc: GrpcPolicy, rest: RestPolicy) -> Authenticator {
+        Authenticator::new(&AuthConfig {
+            grpc,
+            rest,
+            users: vec![UserConfig {
+                username: "XkQBXKr652MV1VF9".into(),
+                password_sha256: Some(token::hash_password("5gkhGWNaGAdA1NU5yrHXRSPKMCcNRlRg")),
+                password_env: None,
+                password: None,
+            }],
+        })
+        .unwrap()
+    }
+
+    fn headers(authorization: Option<&str>) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        if let Some(value) = authorization {
+            headers.insert(http::header::AUTHORIZATION, value.parse().unwrap());
+        }
+        headers
+    }
+
+    const PEER: SocketAddr =
+        SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 1);
+
+    #[test]
+    fn startree_bearer_and_basic_forms_are_accepted() {
+        let auth = authenticator(GrpcPolicy::Required, RestPolicy::Required);
+        let basic = base64::engine::general_purpose::STANDARD
+            .encode("XkQBXKr652MV1VF9:5gkhGWNaGAdA1NU5yrHXRSPKMCcNRlRg");
+        for value in [
+            "Bearer st-XkQBXKr652MV1VF9-5gkhGWNaGAdA1NU5yrHXRSPKMCcNRlRg".to_string(),
+            format!("Basic {basic}"),
+            format!("Bearer {basic}"),
+        ] {
+            assert!(
+                auth.check_rest(&headers(Some(&value)), PEER).is_ok(),
+                "{value}"
+            );
+            assert!(auth
+                .check_grpc(&headers(Some(&value)), None, None, PEER)
+                .is_ok());
+        }
+        assert_eq!(auth.failures(), 0);
+    }
+
+    #[test]
+    fn missing_wrong_and_malformed_credentials_are_refused() {
+        let auth = authenticator(GrpcPolicy::Required, RestPolicy::Required);
+        let wrong = base64::engine::general_purpose::STANDARD.encode("XkQBXKr652MV1VF9:nope");
+        let unknown = base64::engine::general_purpose::STANDARD.encode("someone:nope");
+        assert!(matches!(
+            auth.check_rest(&headers(None), PEER),
+            Err(AuthError::Missing)
+        ));
+        for value in [format!("Basic {wrong}"), format!("Basic {unknown}")] {
+            assert!(matches!(
+                auth.check_rest(&headers(Some(&value)), PEER),
+                Err(AuthError::Rejected)
+            ));
+        }
+        assert!(matches!(
+            auth.check_rest(&headers(Some("Basic !!!")), PEER),
+            Err(AuthError::Malformed(_))
+        ));
+        assert_eq!(auth.failures(), 4);
+    }
+
+    #[test]
+    fn grpc_credentials_may_come_from_the_message_metadata() {
+        let auth = authenticator(GrpcPolicy::Required, RestPolicy::None);
+        let metadata = HashMap::from([(
+            "authorization".to_string(),
+            "Bearer st-XkQBXKr652MV1VF9-5gkhGWNaGAdA1NU5yrHXRSPKMCcNRlRg".to_string(),
+        )]);
+        assert!(auth
+            .check_grpc(&headers(None), Some(&metadata), None, PEER)
+            .is_ok());
+        assert!(auth
+            .check_grpc(&headers(None), Some(&HashMap::new()), None, PEER)
+            .is_err());
+        // REST "none" lets anything through.
+        assert!(auth.check_rest(&headers(None), PEER).is_ok());
+    }
+
+    #[test]
+    fn client_cert_mode_takes_a_certificate_or_credentials() {
+        let auth = authenticator(GrpcPolicy::ClientCert, RestPolicy::None);
+        let identity = ClientIdentity("trino".into());
+        assert!(auth
+            .check_grpc(&headers(None), None, Some(&identity), PEER)
+            .is_ok());
+        assert!(matches!(
+            auth.check_grpc(&headers(None), None, None, PEER),
+            Err(AuthError::MissingCertOrCredentials)
+        ));
+        let good = "Bearer st-XkQBXKr652MV1VF9-5gkhGWNaGAdA1NU5yrHXRSPKMCcNRlRg";
+        assert!(auth
+            .check_grpc(&headers(Some(good)), None, None, PEER)
+            .is_ok());
+        // Credentials that are presented must be right, certificate or not.
+        assert!(auth
+            .check_grpc(&headers(Some("Basic eDp5")), None, Some(&identity), PEER)
+            .is_err());
+    }
+
+    #[test]
+    fn config_errors_name_the_user() {
+        let config = |user: UserConfig| AuthConfig {
+            grpc: GrpcPolicy::Required,
+            rest: RestPolicy::None,
+            users: vec![user],
+        };
+        let user = |sha: Option<&str>, env: Option<&str>| UserConfig {
+            username: "trino".into(),
+            password_sha256: sha.map(str::to_string),
+            password_env: env.map(str::to_string),
+            password: None,
+        };
+        for (bad, expected) in [
+            (user(Some("abc"), None), "64 hex digits"),
+            (user(None, None), "exactly one"),
+            (user(Some(&"a".repeat(64)), Some("X")), "exactly one"),
+            (
+                user(None, Some("PINOT_PROXY_TEST_UNSET_VARIABLE")),
+                "is not set",
+            ),
+        ] {
+            let err = Authenticator::new(&config(bad)).err().expect("refused");
+            let text = format!("{err:#}");
+            assert!(text.contains("trino") && text.contains(expected), "{text}");
+        }
+    }
+
+    #[test]
+    fn upstream_credentials_resolve_from_the_environment() {
+        std::env::set_var("PINOT_PROXY_TEST_UPSTREAM_PASSWORD", "s3cret");
+        let config = UpstreamAuthConfig {
+            username: Some("proxy".into()),
+            password_env: Some("PINOT_PROXY_TEST_UPSTREAM_PASSWORD".into()),
+            pass_through: false,
+        };
+        let Upstream::Inject(value) = config.resolve("servers.auth").unwrap() else {
+            panic!("expected injection");
+        };
+        assert_eq!(value, "Basic cHJveHk6czNjcmV0");
+        assert!(UpstreamAuthConfig::default().resolve("x").is_ok());
+        let both = UpstreamAuthConfig {
+            pass_through: true,
+            ..config
+        };
+        assert!(both.resolve("servers.auth").is_err());
+    }
+
+    #[test]
+    fn log_budget_suppresses_a_storm() {
+        let mut budget = LogBudget::new();
+        let written = (0..1000).filter(|_| budget.take().is_some()).count();
+        assert_eq!(written, LogBudget::PER_SECOND as usize);
+    }
+}

@@ -1,0 +1,236 @@
+//! Authentication of callers and the credentials sent on to Pinot servers.
+
+mod common;
+
+use base64::Engine;
+use common::pinot::ServerRequest;
+use common::*;
+use prost::Message;
+use tonic::Code;
+
+const BEARER: &str = "Bearer st-XkQBXKr652MV1VF9-5gkhGWNaGAdA1NU5yrHXRSPKMCcNRlRg";
+/// sha256 of the bearer token's password part.
+fn users() -> String {
+    format!(
+        "[[auth.users]]\nusername = \"XkQBXKr652MV1VF9\"\npassword_sha256 = \"{}\"\n",
+        pinot_proxy::token::hash_password("5gkhGWNaGAdA1NU5yrHXRSPKMCcNRlRg")
+    )
+}
+
+fn basic(user: &str, password: &str) -> String {
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+    )
+}
+
+fn with_authorization(
+    request: ServerRequest,
+    value: Option<&str>,
+) -> tonic::Request<ServerRequest> {
+    let mut request = tonic::Request::new(request);
+    if let Some(value) = value {
+        request
+            .metadata_mut()
+            .insert("authorization", value.parse().unwrap());
+    }
+    request
+}
+
+async fn submit(
+    proxy: &Proxy,
+    request: tonic::Request<ServerRequest>,
+) -> Result<usize, tonic::Status> {
+    let mut stream = pinot_client(channel(proxy.addr).await)
+        .submit(request)
+        .await?
+        .into_inner();
+    let mut count = 0;
+    while stream.message().await?.is_some() {
+        count += 1;
+    }
+    Ok(count)
+}
+
+#[tokio::test]
+async fn grpc_required_refuses_before_any_upstream_work() {
+    let server = start_fake("s").await;
+    let proxy = start_proxy("", &format!("\n[auth]\ngrpc = \"required\"\n{}", users())).await;
+    let request = || trino_request("blocks:1:10:1", server.port());
+
+    for bad in [
+        None,
+        Some(basic("XkQBXKr652MV1VF9", "wrong").as_str()),
+        Some("Bearer st-short"),
+    ] {
+        let status = submit(&proxy, with_authorization(request(), bad))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::Unauthenticated, "{bad:?}: {status:?}");
+    }
+    // Also for a target outside the allowlist: auth comes first, nothing is resolved.
+    let mut outside = request();
+    outside
+        .metadata
+        .insert("FORWARD_HOST".into(), "elsewhere.example".into());
+    let status = submit(&proxy, with_authorization(outside, None))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated);
+    assert_eq!(server.seen.request_count(), 0);
+    assert_eq!(proxy.connections_opened(), 0);
+
+    // Good credentials in the header, as Basic or Bearer, or in the message metadata.
+    let as_basic = basic("XkQBXKr652MV1VF9", "5gkhGWNaGAdA1NU5yrHXRSPKMCcNRlRg");
+    for good in [BEARER, as_basic.as_str()] {
+        assert_eq!(
+            submit(&proxy, with_authorization(request(), Some(good)))
+                .await
+                .unwrap(),
+            2
+        );
+    }
+    let mut in_body = request();
+    in_body
+        .metadata
+        .insert("authorization".into(), BEARER.into());
+    assert_eq!(
+        submit(&proxy, with_authorization(in_body, None))
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(server.seen.request_count(), 3);
+
+    // Other methods need the header.
+    let mut echo = tonic::Request::new(common::echo::EchoMessage::default());
+    echo.metadata_mut()
+        .insert("forward_host", "127.0.0.1".parse().unwrap());
+    echo.metadata_mut()
+        .insert("forward_port", server.port().to_string().parse().unwrap());
+    let status = echo_client(channel(proxy.addr).await)
+        .unary(echo)
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated);
+}
+
+#[tokio::test]
+async fn callers_credentials_are_not_forwarded_by_default() {
+    let server = start_fake("s").await;
+    let proxy = start_proxy("", &format!("\n[auth]\ngrpc = \"required\"\n{}", users())).await;
+    let mut request = trino_request("blocks:1:10:1", server.port());
+    request
+        .metadata
+        .insert("authorization".into(), BEARER.into());
+    submit(&proxy, with_authorization(request.clone(), Some(BEARER)))
+        .await
+        .unwrap();
+    assert!(!server.seen.last_headers().contains_key("authorization"));
+    let seen = ServerRequest::decode(server.seen.last_message().as_slice()).unwrap();
+    assert!(!seen.metadata.contains_key("authorization"));
+    // Everything else in the message is unchanged.
+    request.metadata.remove("authorization");
+    assert_eq!(seen, request);
+}
+
+#[tokio::test]
+async fn configured_server_credentials_are_injected_into_the_message() {
+    std::env::set_var("PINOT_PROXY_TEST_SERVER_PASSWORD", "pinot-pass");
+    let server = start_fake("s").await;
+    let proxy = start_proxy(
+        "",
+        "\n[servers.auth]\nusername = \"proxy\"\npassword_env = \"PINOT_PROXY_TEST_SERVER_PASSWORD\"\n",
+    )
+    .await;
+    let request = trino_request("blocks:1:10:1", server.port());
+    submit(
+        &proxy,
+        with_authorization(request.clone(), Some("Basic Y2FsbGVyOnNlY3JldA==")),
+    )
+    .await
+    .unwrap();
+    let seen = ServerRequest::decode(server.seen.last_message().as_slice()).unwrap();
+    assert_eq!(seen.metadata["authorization"], basic("proxy", "pinot-pass"));
+    assert_eq!(
+        server
+            .seen
+            .last_headers()
+            .get("authorization")
+            .map(String::as_str),
+        Some(basic("proxy", "pinot-pass").as_str())
+    );
+    assert_eq!(seen.sql, request.sql);
+    assert_eq!(seen.segments, request.segments);
+}
+
+#[tokio::test]
+async fn pass_through_forwards_the_callers_own() {
+    let server = start_fake("s").await;
+    let proxy = start_proxy("", "\n[servers.auth]\npass_through = true\n").await;
+    let mut request = trino_request("blocks:1:10:1", server.port());
+    request
+        .metadata
+        .insert("authorization".into(), BEARER.into());
+    submit(&proxy, with_authorization(request.clone(), Some(BEARER)))
+        .await
+        .unwrap();
+    assert_eq!(server.seen.last_headers()["authorization"], BEARER);
+    assert_eq!(
+        ServerRequest::decode(server.seen.last_message().as_slice()).unwrap(),
+        request
+    );
+}
+
+#[tokio::test]
+async fn rest_required_answers_401_with_a_challenge() {
+    let proxy = start_proxy("", &format!("\n[auth]\nrest = \"required\"\n{}", users())).await;
+    let get = |authorization: Option<String>| async move {
+        let tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+                .await
+                .unwrap();
+        tokio::spawn(connection);
+        let mut request = http::Request::get("/tables").header("host", "proxy");
+        if let Some(value) = authorization {
+            request = request.header("authorization", value);
+        }
+        sender
+            .send_request(
+                request
+                    .body(http_body_util::Empty::<bytes::Bytes>::new())
+                    .unwrap(),
+            )
+            .await
+            .unwrap()
+    };
+    let refused = get(None).await;
+    assert_eq!(refused.status(), http::StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        refused.headers()["www-authenticate"],
+        "Basic realm=\"pinot-proxy\""
+    );
+    let wrong = get(Some(basic("XkQBXKr652MV1VF9", "nope"))).await;
+    assert_eq!(wrong.status(), http::StatusCode::UNAUTHORIZED);
+    // Accepted credentials get past auth (no REST upstream here, so 404).
+    let accepted = get(Some(BEARER.to_string())).await;
+    assert_eq!(accepted.status(), http::StatusCode::NOT_FOUND);
+}
+
+#[test]
+fn a_policy_needing_users_without_any_is_a_config_error() {
+    let err = pinot_proxy::Config::parse(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[servers]\n[auth]\ngrpc = \"required\"\n",
+    )
+    .unwrap_err();
+    assert!(
+        format!("{err:#}").contains("auth.users is empty"),
+        "{err:#}"
+    );
+    let err = pinot_proxy::Config::parse(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[servers]\n[auth]\ngrpc = \"client-cert\"\n",
+    )
+    .unwrap_err();
+    assert!(format!("{err:#}").contains("client_ca_file"), "{err:#}");
+}
