@@ -192,13 +192,6 @@ impl Authenticator {
         if needs_users && users.is_empty() && config.grpc != GrpcPolicy::ClientCert {
             bail!("auth: a policy requires credentials but auth.users is empty");
         }
-        if config.grpc == GrpcPolicy::None || config.rest == RestPolicy::None {
-            tracing::warn!(
-                grpc = ?config.grpc,
-                rest = ?config.rest,
-                "authentication is off for some callers ([auth] grpc/rest = \"none\")"
-            );
-        }
         Ok(Authenticator {
             grpc: config.grpc,
             rest: config.rest,
@@ -207,6 +200,17 @@ impl Authenticator {
             failures: AtomicU64::new(0),
             log_budget: Mutex::new(LogBudget::new()),
         })
+    }
+
+    /// Says so in the log when some surface needs no credentials.
+    pub fn warn_if_open(&self) {
+        if self.grpc == GrpcPolicy::None || self.rest == RestPolicy::None {
+            tracing::warn!(
+                grpc = ?self.grpc,
+                rest = ?self.rest,
+                "authentication is off for some callers ([auth] grpc/rest = \"none\")"
+            );
+        }
     }
 
     /// Failed authentications since start.

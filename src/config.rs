@@ -43,6 +43,10 @@ pub struct ServerConfig {
     /// On SIGTERM or SIGINT, how long calls in flight may take to finish before the process exits.
     #[serde(default = "defaults::shutdown_grace_ms")]
     pub shutdown_grace_ms: u64,
+    /// HTTP/2 PING interval on client connections, in milliseconds, so a vanished client's
+    /// calls are cancelled upstream; 0 turns it off. A client has 20 s to answer.
+    #[serde(default = "defaults::keepalive_interval_ms")]
+    pub keepalive_interval_ms: u64,
     /// How often TLS certificate, key and CA files are reread, in milliseconds (also on SIGHUP).
     #[serde(default = "defaults::tls_reload_interval_ms")]
     pub tls_reload_interval_ms: u64,
@@ -96,6 +100,9 @@ mod defaults {
     }
     pub fn max_targets() -> usize {
         1024
+    }
+    pub fn keepalive_interval_ms() -> u64 {
+        60_000
     }
     pub fn tls_reload_interval_ms() -> u64 {
         2_000

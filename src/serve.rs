@@ -58,6 +58,7 @@ impl Server {
         let pool =
             crate::pool::Pool::new(&config.servers, config.allowlist(), upstream_tls.clone());
         let auth = Arc::new(Authenticator::new(&config.auth)?);
+        auth.warn_if_open();
         let forwarder = Forwarder::new(
             pool,
             config.server.max_routing_message_bytes,
@@ -70,6 +71,12 @@ impl Server {
             .http2()
             .timer(TokioTimer::new())
             .max_concurrent_streams(config.server.max_concurrent_streams);
+        if config.server.keepalive_interval_ms > 0 {
+            builder
+                .http2()
+                .keep_alive_interval(Duration::from_millis(config.server.keepalive_interval_ms))
+                .keep_alive_timeout(Duration::from_secs(20));
+        }
         Ok(Server {
             listener,
             handlers: Handlers {
