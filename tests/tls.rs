@@ -170,6 +170,20 @@ fn config_text(server_extra: &str, tls: &str, servers_extra: &str) -> String {
     )
 }
 
+/// One `Submit` over a new TLS connection; an error when the handshake or exchange fails.
+async fn submit_over_tls(
+    addr: std::net::SocketAddr,
+    config: Arc<rustls::ClientConfig>,
+    headers: &[(&str, &str)],
+    port: u16,
+    sql: &str,
+) -> Result<RawResponse, String> {
+    let stream = tls_connect(addr, config).await.map_err(|e| e.to_string())?;
+    raw_call_on(stream, SUBMIT, headers, submit_body(port, sql))
+        .await
+        .map_err(|e| e.to_string())
+}
+
 fn submit_body(port: u16, sql: &str) -> Vec<u8> {
     use prost::Message;
     frame(&trino_request(sql, port).encode_to_vec())
@@ -249,33 +263,19 @@ async fn client_certificates_are_required_and_verified() {
     let _stop = run(server);
 
     let trino = ca.issue(Some("trino"), &["trino.example"]);
-    let stream = tls_connect(addr, client_config(&ca, &[b"h2"], Some(&trino)))
+    let config = client_config(&ca, &[b"h2"], Some(&trino));
+    let response = submit_over_tls(addr, config, &[], fake.port(), "blocks:1:10:1")
         .await
         .unwrap();
-    let response = raw_call_on(
-        stream,
-        SUBMIT,
-        &[],
-        submit_body(fake.port(), "blocks:1:10:1"),
-    )
-    .await
-    .unwrap();
     assert_eq!(response.grpc_status().as_deref(), Some("0"));
 
     // No certificate, or one from another CA: refused at the handshake, nothing forwarded.
     let stranger = other_ca.issue(Some("stranger"), &["stranger.example"]);
     for client in [None, Some(&stranger)] {
-        let failed = match tls_connect(addr, client_config(&ca, &[b"h2"], client)).await {
-            Err(_) => true,
-            Ok(stream) => raw_call_on(
-                stream,
-                SUBMIT,
-                &[],
-                submit_body(fake.port(), "blocks:1:1:1"),
-            )
+        let config = client_config(&ca, &[b"h2"], client);
+        let failed = submit_over_tls(addr, config, &[], fake.port(), "blocks:1:1:1")
             .await
-            .is_err(),
-        };
+            .is_err();
         assert!(failed, "a client without a valid certificate was served");
     }
     assert_eq!(fake.seen.request_count(), 1);
@@ -575,35 +575,17 @@ async fn client_cert_auth_lets_trino_in_without_credentials() {
     let _stop = run(server);
 
     let trino = ca.issue(Some("trino"), &[]);
-    let stream = tls_connect(addr, client_config(&ca, &[b"h2"], Some(&trino)))
+    let config = client_config(&ca, &[b"h2"], Some(&trino));
+    let response = submit_over_tls(addr, config.clone(), &[], fake.port(), "blocks:1:10:1")
         .await
         .unwrap();
-    let response = raw_call_on(
-        stream,
-        SUBMIT,
-        &[],
-        submit_body(fake.port(), "blocks:1:10:1"),
-    )
-    .await
-    .unwrap();
-    assert_eq!(
-        response.grpc_status().as_deref(),
-        Some("0"),
-        "{}",
-        response.grpc_message()
-    );
+    let message = response.grpc_message();
+    assert_eq!(response.grpc_status().as_deref(), Some("0"), "{message}");
     // Wrong credentials are refused even with a certificate.
-    let stream = tls_connect(addr, client_config(&ca, &[b"h2"], Some(&trino)))
+    let wrong = [("authorization", "Basic dTp3cm9uZw==")];
+    let response = submit_over_tls(addr, config, &wrong, fake.port(), "blocks:1:10:1")
         .await
         .unwrap();
-    let response = raw_call_on(
-        stream,
-        SUBMIT,
-        &[("authorization", "Basic dTp3cm9uZw==")],
-        submit_body(fake.port(), "blocks:1:10:1"),
-    )
-    .await
-    .unwrap();
     assert_eq!(response.grpc_status().as_deref(), Some("16"));
     assert_eq!(fake.seen.request_count(), 1);
 }
