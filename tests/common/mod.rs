@@ -775,3 +775,21 @@ impl Drop for DropCounter {
         self.0.add();
     }
 }
+
+/// Starts a proxy from complete config text (every section written out by the test).
+pub async fn start_proxy_config(text: &str) -> Proxy {
+    let config = Config::parse(text).expect("test config");
+    let server = Server::bind(&config).await.expect("bind");
+    let addr = server.local_addr();
+    let forwarder = server.forwarder().clone();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let done = tokio::spawn(server.run(async {
+        let _ = stopped.await;
+    }));
+    Proxy {
+        addr,
+        forwarder,
+        stop: Some(stop),
+        done: Some(done),
+    }
+}
