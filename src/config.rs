@@ -164,7 +164,7 @@ impl Config {
             }
         }
         if let Some(tls) = &self.servers.tls {
-            tls.validate()?;
+            tls.validate("servers.tls")?;
         }
         crate::rest::validate(self)?;
         if self.auth.grpc == crate::auth::GrpcPolicy::ClientCert

@@ -2,8 +2,10 @@
 //! (a built-in table, overridden by `[[rest.routes]]`) to one URL of that component, round robin
 //! with back-off and one retry, through keep-alive HTTP/1.1 pools; bodies stream both ways.
 
+use crate::auth::UpstreamAuthConfig;
 use crate::error::Source;
 use crate::grpc::ProxyBody;
+use crate::tls::{Reload, UpstreamTls, UpstreamTlsConfig};
 use crate::{BoxError, Config};
 use anyhow::bail;
 use bytes::Bytes;
@@ -14,7 +16,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use serde::Deserialize;
 use std::error::Error as StdError;
 use std::future::Future;
@@ -32,10 +34,21 @@ use tracing::Instrument;
 pub struct ComponentConfig {
     /// Base URLs of the component's instances, e.g.
     /// `"http://pinot-controller-0.pinot-controller-headless:9000"`; requests are spread across
-    /// them round robin. At least one. Only `http://` for now (`https://` is refused until TLS
-    /// to Pinot exists). A path after the host (`http://host:9000/pinot`) is put in front of
+    /// them round robin. At least one. `https://` URLs use TLS with `tls` (system roots when
+    /// it is absent). A path after the host (`http://host:9000/pinot`) is put in front of
     /// every forwarded path.
     pub urls: Vec<String>,
+    /// TLS for `https://` URLs, with the same keys as `[servers.tls]`.
+    #[serde(default)]
+    pub tls: Option<UpstreamTlsConfig>,
+    /// Credentials sent to this component instead of the caller's (which are removed unless
+    /// `pass_through`).
+    #[serde(default)]
+    pub auth: UpstreamAuthConfig,
+    /// Broker only: the brokers' gRPC port (Pinot 1.4+, `pinot.broker.grpc.port`). When set,
+    /// `PinotQueryBroker/Submit` calls go to the brokers' hosts on this port, round robin.
+    #[serde(default)]
+    pub grpc_port: Option<u16>,
 }
 
 /// `[rest]`: routing, timeouts and connection reuse for REST calls.
@@ -125,6 +138,17 @@ pub fn validate(config: &Config) -> anyhow::Result<()> {
     ] {
         if let Some(component) = component {
             parse_urls(section, &component.urls)?;
+            component.auth.resolve(&format!("{section}.auth"))?;
+            if let Some(tls) = &component.tls {
+                tls.validate(&format!("{section}.tls"))?;
+            }
+            match (section, component.grpc_port) {
+                ("controller", Some(_)) => {
+                    bail!("controller.grpc_port: only [broker] takes a gRPC port")
+                }
+                (_, Some(0)) => bail!("{section}.grpc_port: 0 is not a port"),
+                _ => {}
+            }
         }
     }
     let rest = &config.rest;
@@ -209,7 +233,7 @@ pub fn route(routes: &[RouteConfig], path: &str) -> Component {
 struct UpstreamUrl {
     /// As configured, without a trailing `/`: for logs and error messages.
     display: String,
-    /// `http://host:port`.
+    /// `http://host:port` or `https://host:port`.
     origin: String,
     /// Path put in front of every request path; empty or starting with `/`, no trailing `/`.
     base_path: String,
@@ -233,20 +257,16 @@ fn parse_url(url: &str) -> Result<UpstreamUrl, String> {
     let uri: Uri = url
         .parse()
         .map_err(|err| format!("not a URL ({err}); write e.g. \"http://pinot-controller:9000\""))?;
-    match uri.scheme_str() {
-        Some("http") => {}
-        // TLS to Pinot is being added in src/tls.rs; until then an https URL would silently
-        // downgrade or fail at the first request, so it is refused up front.
-        Some("https") => {
-            return Err(
-                "https URLs are not supported yet (TLS to Pinot is not implemented); \
-                        use http://"
-                    .into(),
-            )
+    let (scheme, default_port) = match uri.scheme_str() {
+        Some("http") => ("http", 80),
+        Some("https") => ("https", 443),
+        Some(other) => {
+            return Err(format!(
+                "scheme {other}:// is not supported; use http:// or https://"
+            ))
         }
-        Some(other) => return Err(format!("scheme {other}:// is not supported; use http://")),
-        None => return Err("must start with http://".into()),
-    }
+        None => return Err("must start with http:// or https://".into()),
+    };
     let authority = uri.authority().ok_or_else(|| "has no host".to_string())?;
     if authority.as_str().contains('@') {
         return Err("must not contain credentials (user:password@)".into());
@@ -263,10 +283,10 @@ fn parse_url(url: &str) -> Result<UpstreamUrl, String> {
             Ok(port) if port > 0 => port,
             _ => return Err(format!("port {port:?} is not a port from 1 to 65535")),
         },
-        _ => 80,
+        _ => default_port,
     };
     let base_path = uri.path().trim_end_matches('/').to_string();
-    let origin = format!("http://{}:{port}", authority.host());
+    let origin = format!("{scheme}://{}:{port}", authority.host());
     Ok(UpstreamUrl {
         display: url.trim_end_matches('/').to_string(),
         origin,
@@ -274,22 +294,120 @@ fn parse_url(url: &str) -> Result<UpstreamUrl, String> {
     })
 }
 
-/// Opens upstream connections. Plain TCP for now. TLS for `https://` URLs plugs in here: this
-/// becomes a connector that wraps `HttpConnector` and does the rustls handshake for `https`
-/// URIs (anything implementing `tower_service::Service<Uri>`, as hyper-rustls's
-/// `HttpsConnector<HttpConnector>` does); the client and the forwarding code stay as they are.
-type Connector = HttpConnector;
+/// Opens upstream connections: TCP, then TLS for `https://` URLs with the component's
+/// (reloadable) TLS config.
+#[derive(Clone)]
+struct Connector {
+    http: HttpConnector,
+    tls: Option<(
+        Arc<UpstreamTls>,
+        Option<rustls::pki_types::ServerName<'static>>,
+    )>,
+}
 
-fn connector(config: &RestConfig) -> Connector {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(Duration::from_millis(config.connect_timeout_ms)));
-    connector
+fn connector(
+    config: &RestConfig,
+    tls: Option<(
+        Arc<UpstreamTls>,
+        Option<rustls::pki_types::ServerName<'static>>,
+    )>,
+) -> Connector {
+    let mut http = HttpConnector::new();
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(Duration::from_millis(config.connect_timeout_ms)));
+    // https URIs reach this connector too; it does the TLS itself.
+    http.enforce_http(false);
+    Connector { http, tls }
+}
+
+/// A connection to a REST upstream, plain or TLS.
+enum MaybeTls {
+    Plain(TokioIo<tokio::net::TcpStream>),
+    Tls(TokioIo<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>),
+}
+
+impl tower_service::Service<Uri> for Connector {
+    type Response = MaybeTls;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<MaybeTls, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.http.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let connecting = self.http.call(uri.clone());
+        let tls = self.tls.clone();
+        Box::pin(async move {
+            let tcp = connecting.await?;
+            if uri.scheme_str() != Some("https") {
+                return Ok(MaybeTls::Plain(tcp));
+            }
+            let (config, name) = tls.ok_or("https URL without a TLS config")?;
+            let name = match name {
+                Some(name) => name,
+                None => {
+                    let host = uri.host().unwrap_or_default().trim_matches(['[', ']']);
+                    rustls::pki_types::ServerName::try_from(host.to_owned())?
+                }
+            };
+            let stream = tokio_rustls::TlsConnector::from(config.get())
+                .connect(name, tcp.into_inner())
+                .await
+                .map_err(|err| format!("TLS handshake failed: {err}"))?;
+            Ok(MaybeTls::Tls(TokioIo::new(stream)))
+        })
+    }
+}
+
+impl hyper_util::client::legacy::connect::Connection for MaybeTls {
+    fn connected(&self) -> hyper_util::client::legacy::connect::Connected {
+        hyper_util::client::legacy::connect::Connected::new()
+    }
+}
+
+impl hyper::rt::Read for MaybeTls {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            MaybeTls::Plain(io) => Pin::new(io).poll_read(cx, buf),
+            MaybeTls::Tls(io) => Pin::new(io).poll_read(cx, buf),
+        }
+    }
+}
+
+impl hyper::rt::Write for MaybeTls {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            MaybeTls::Plain(io) => Pin::new(io).poll_write(cx, buf),
+            MaybeTls::Tls(io) => Pin::new(io).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            MaybeTls::Plain(io) => Pin::new(io).poll_flush(cx),
+            MaybeTls::Tls(io) => Pin::new(io).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            MaybeTls::Plain(io) => Pin::new(io).poll_shutdown(cx),
+            MaybeTls::Tls(io) => Pin::new(io).poll_shutdown(cx),
+        }
+    }
 }
 
 /// Forwards REST requests to the controller or broker.
 pub struct Rest {
-    client: Client<Connector, AttemptBody>,
     controller: Option<Upstreams>,
     broker: Option<Upstreams>,
     routes: Vec<RouteConfig>,
@@ -307,10 +425,14 @@ pub struct Peer {
     pub tls: bool,
 }
 
-/// The URLs of one component and the round-robin state.
+/// The URLs of one component, the round-robin state, and how to reach them.
 struct Upstreams {
     urls: Vec<Upstream>,
     next: AtomicUsize,
+    client: Client<Connector, AttemptBody>,
+    tls: Option<Arc<UpstreamTls>>,
+    credentials: crate::auth::Upstream,
+    grpc_port: Option<u16>,
 }
 
 struct Upstream {
@@ -340,9 +462,43 @@ impl Rest {
         if config.controller.is_none() && config.broker.is_none() {
             return Ok(None);
         }
-        let upstreams = |section: &str, urls: &[String]| {
+        let rest = &config.rest;
+        let upstreams = |section: &'static str, component: &ComponentConfig| {
+            let urls = parse_urls(section, &component.urls)?;
+            let tls = match (
+                &component.tls,
+                urls.iter().any(|url| url.origin.starts_with("https:")),
+            ) {
+                (Some(tls_config), _) => Some((tls_config.clone(), true)),
+                (None, true) => Some((UpstreamTlsConfig::default(), true)),
+                (None, false) => None,
+            };
+            let tls = match tls {
+                Some((tls_config, _)) => {
+                    let key = if section == "broker" {
+                        "broker.tls"
+                    } else {
+                        "controller.tls"
+                    };
+                    let name = match &tls_config.server_name {
+                        Some(name) => Some(rustls::pki_types::ServerName::try_from(name.clone())?),
+                        None => None,
+                    };
+                    Some((
+                        crate::tls::upstream_tls(&tls_config, key, crate::tls::ALPN_HTTP1)?,
+                        name,
+                    ))
+                }
+                None => None,
+            };
+            let client = Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(Duration::from_millis(rest.idle_timeout_ms))
+                .pool_max_idle_per_host(rest.max_idle_per_url)
+                .pool_timer(TokioTimer::new())
+                .timer(TokioTimer::new())
+                .build(connector(rest, tls.clone()));
             anyhow::Ok(Upstreams {
-                urls: parse_urls(section, urls)?
+                urls: urls
                     .into_iter()
                     .map(|url| Upstream {
                         url,
@@ -350,25 +506,21 @@ impl Rest {
                     })
                     .collect(),
                 next: AtomicUsize::new(0),
+                client,
+                tls: tls.map(|(tls, _)| tls),
+                credentials: component.auth.resolve(&format!("{section}.auth"))?,
+                grpc_port: component.grpc_port,
             })
         };
         let controller = match &config.controller {
-            Some(c) => Some(upstreams("controller", &c.urls)?),
+            Some(c) => Some(upstreams("controller", c)?),
             None => None,
         };
         let broker = match &config.broker {
-            Some(c) => Some(upstreams("broker", &c.urls)?),
+            Some(c) => Some(upstreams("broker", c)?),
             None => None,
         };
-        let rest = &config.rest;
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_millis(rest.idle_timeout_ms))
-            .pool_max_idle_per_host(rest.max_idle_per_url)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .build(connector(rest));
         Ok(Some(Rest {
-            client,
             controller,
             broker,
             routes: rest.routes.clone(),
@@ -448,7 +600,8 @@ impl Rest {
             .path_and_query()
             .map_or("/", |pq| pq.as_str())
             .to_owned();
-        let headers = forwarded_headers(&parts, peer);
+        let mut headers = forwarded_headers(&parts, peer);
+        upstreams.credentials.apply(&mut headers);
         let idempotent = is_idempotent(&parts.method);
         let slot = Arc::new(BodySlot::new(body));
 
@@ -475,9 +628,11 @@ impl Rest {
             *upstream_request.version_mut() = Version::HTTP_11;
             *upstream_request.headers_mut() = headers.clone();
 
-            let sent =
-                tokio::time::timeout_at(deadline.into(), self.client.request(upstream_request))
-                    .await;
+            let sent = tokio::time::timeout_at(
+                deadline.into(),
+                upstreams.client.request(upstream_request),
+            )
+            .await;
             let err = match sent {
                 Ok(Ok(response)) => {
                     upstream.down_until_ms.store(0, Ordering::Relaxed);
@@ -550,6 +705,27 @@ impl Rest {
 
     fn now_ms(&self) -> u64 {
         self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// The TLS configs of `https://` upstreams, for the reloader.
+    pub fn tls_configs(&self) -> Vec<Arc<dyn Reload>> {
+        [&self.controller, &self.broker]
+            .into_iter()
+            .flatten()
+            .filter_map(|upstreams| upstreams.tls.clone())
+            .map(|tls| tls as Arc<dyn Reload>)
+            .collect()
+    }
+
+    /// The next broker to send a `PinotQueryBroker/Submit` call to, round robin, when
+    /// `[broker] grpc_port` is set.
+    pub fn broker_grpc_target(&self) -> Option<crate::route::Target> {
+        let broker = self.broker.as_ref()?;
+        let port = broker.grpc_port?;
+        let index = broker.next.fetch_add(1, Ordering::Relaxed) % broker.urls.len();
+        let origin = &broker.urls[index].url.origin;
+        let host = origin.split_once("://")?.1.rsplit_once(':')?.0;
+        crate::route::Target::parse(host, &port.to_string()).ok()
     }
 }
 
@@ -1081,8 +1257,12 @@ mod tests {
     fn url_errors_name_the_key_and_the_fix() {
         let cases = [
             (
-                "[controller]\nurls = [\"http://ok:9000\", \"https://c:9000\"]\n",
-                "controller.urls[1] = \"https://c:9000\": https URLs are not supported yet",
+                "[controller]\nurls = [\"https://c:9000\"]\n[controller.tls]\ncert_file = \"c.crt\"\n",
+                "controller.tls: cert_file and key_file go together",
+            ),
+            (
+                "[controller]\nurls = [\"http://c:9000\"]\ngrpc_port = 8090\n",
+                "controller.grpc_port: only [broker] takes a gRPC port",
             ),
             (
                 "[broker]\nurls = []\n",
@@ -1322,15 +1502,13 @@ mod tests {
 
     #[test]
     fn candidates_skip_backed_off_urls_and_keep_them_as_a_last_resort() {
-        let upstreams = Upstreams {
-            urls: (0..3)
-                .map(|i| Upstream {
-                    url: parse_url(&format!("http://c{i}:9000")).unwrap(),
-                    down_until_ms: AtomicU64::new(0),
-                })
-                .collect(),
-            next: AtomicUsize::new(0),
-        };
+        let config = Config::parse(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[servers]\n[controller]\n\
+             urls = [\"http://c0:9000\", \"http://c1:9000\", \"http://c2:9000\"]\n",
+        )
+        .unwrap();
+        let rest = Rest::new(&config).unwrap().unwrap();
+        let upstreams = rest.controller.as_ref().unwrap();
         assert_eq!(upstreams.candidates(10), [0, 1, 2]);
         assert_eq!(upstreams.candidates(10), [1, 2, 0]);
         upstreams.urls[0]

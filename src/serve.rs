@@ -35,9 +35,7 @@ impl Server {
     /// Binds the listening socket and builds the upstream pool.
     pub async fn bind(config: &Config) -> anyhow::Result<Server> {
         use anyhow::Context;
-        let listener = TcpListener::bind(config.server.listen)
-            .await
-            .with_context(|| format!("cannot listen on {}", config.server.listen))?;
+        // Everything that can fail on bad files comes first, so a bad config binds no port.
         let tls = match &config.server.tls {
             Some(tls_config) => {
                 Some((tls::server_tls(tls_config)?, tls_config.handshake_timeout()))
@@ -48,24 +46,38 @@ impl Server {
             .servers
             .tls
             .as_ref()
-            .map(tls::upstream_tls)
+            .map(|tls_config| tls::upstream_tls(tls_config, "servers.tls", tls::ALPN_H2))
             .transpose()?;
+        let auth = Arc::new(Authenticator::new(&config.auth)?);
+        let upstream_auth = config.servers.auth.resolve("servers.auth")?;
+        let rest = Rest::new(config)?.map(Arc::new);
+        let listener = TcpListener::bind(config.server.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.server.listen))?;
+
+        let mut reloadable: Vec<Arc<dyn tls::Reload>> = Vec::new();
+        if let Some((server_tls, _)) = &tls {
+            reloadable.push(server_tls.clone());
+        }
+        if let Some(upstream_tls) = &upstream_tls {
+            reloadable.push(upstream_tls.clone());
+        }
+        if let Some(rest) = &rest {
+            reloadable.extend(rest.tls_configs());
+        }
         tls::spawn_reloader(
-            tls.as_ref().map(|(tls, _)| tls),
-            upstream_tls.as_ref(),
+            reloadable,
             Duration::from_millis(config.server.tls_reload_interval_ms),
         );
+        auth.warn_if_open();
         let pool =
             crate::pool::Pool::new(&config.servers, config.allowlist(), upstream_tls.clone());
-        let auth = Arc::new(Authenticator::new(&config.auth)?);
-        auth.warn_if_open();
         let forwarder = Forwarder::new(
             pool,
             config.server.max_routing_message_bytes,
             auth.clone(),
-            config.servers.auth.resolve("servers.auth")?,
+            upstream_auth,
         );
-        let rest = Rest::new(config)?.map(Arc::new);
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
             .http2()

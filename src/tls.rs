@@ -34,8 +34,9 @@ pub struct ServerTlsConfig {
     pub handshake_timeout_ms: u64,
 }
 
-/// `[servers.tls]`: TLS to the Pinot servers (`pinot.server.grpctls.enabled=true`).
-#[derive(Clone, Debug, Deserialize)]
+/// `[servers.tls]`: TLS to the Pinot servers (`pinot.server.grpctls.enabled=true`); also
+/// `[controller.tls]` and `[broker.tls]` for `https://` URLs.
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamTlsConfig {
     /// PEM CA bundle that verifies the servers; the system roots when absent.
@@ -102,14 +103,14 @@ impl ServerTlsConfig {
 }
 
 impl UpstreamTlsConfig {
-    pub fn validate(&self) -> anyhow::Result<()> {
+    /// Checks the keys; `key` names the section (`servers.tls`, `broker.tls`, ...).
+    pub fn validate(&self, key: &str) -> anyhow::Result<()> {
         if self.cert_file.is_some() != self.key_file.is_some() {
-            bail!("servers.tls: cert_file and key_file go together");
+            bail!("{key}: cert_file and key_file go together");
         }
         if let Some(name) = &self.server_name {
-            ServerName::try_from(name.as_str()).with_context(|| {
-                format!("servers.tls.server_name {name:?} is not a DNS name or IP")
-            })?;
+            ServerName::try_from(name.as_str())
+                .with_context(|| format!("{key}.server_name {name:?} is not a DNS name or IP"))?;
         }
         Ok(())
     }
@@ -123,7 +124,7 @@ impl UpstreamTlsConfig {
     }
 
     /// Builds a rustls client config from the files' contents (in the order of `files()`).
-    fn build(&self, contents: &[Vec<u8>]) -> anyhow::Result<rustls::ClientConfig> {
+    fn build(&self, contents: &[Vec<u8>], alpn: &[&[u8]]) -> anyhow::Result<rustls::ClientConfig> {
         let provider = provider();
         let mut contents = contents.iter();
         let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
@@ -157,7 +158,7 @@ impl UpstreamTlsConfig {
             }
             _ => builder.with_no_client_auth(),
         };
-        config.alpn_protocols = vec![b"h2".to_vec()];
+        config.alpn_protocols = alpn.iter().map(|protocol| protocol.to_vec()).collect();
         Ok(config)
     }
 }
@@ -364,6 +365,11 @@ fn read_all(files: &[PathBuf]) -> anyhow::Result<Vec<Vec<u8>>> {
 pub type ServerTls = Reloadable<rustls::ServerConfig>;
 pub type UpstreamTls = Reloadable<rustls::ClientConfig>;
 
+/// ALPN for gRPC to Pinot servers and brokers.
+pub const ALPN_H2: &[&[u8]] = &[b"h2"];
+/// ALPN for REST to controllers and brokers.
+pub const ALPN_HTTP1: &[&[u8]] = &[b"http/1.1"];
+
 /// Loads the listener's TLS config; errors name the file.
 pub fn server_tls(config: &ServerTlsConfig) -> anyhow::Result<Arc<ServerTls>> {
     let owned = config.clone();
@@ -373,32 +379,44 @@ pub fn server_tls(config: &ServerTlsConfig) -> anyhow::Result<Arc<ServerTls>> {
     .map(Arc::new)
 }
 
-/// Loads the TLS config for connections to Pinot servers.
-pub fn upstream_tls(config: &UpstreamTlsConfig) -> anyhow::Result<Arc<UpstreamTls>> {
+/// Loads a TLS config for connections to Pinot; `key` names its section (`servers.tls`,
+/// `controller.tls`, ...) and `alpn` the protocols offered.
+pub fn upstream_tls(
+    config: &UpstreamTlsConfig,
+    key: &'static str,
+    alpn: &'static [&'static [u8]],
+) -> anyhow::Result<Arc<UpstreamTls>> {
     if config.insecure_skip_verify {
         tracing::warn!(
-            "servers.tls.insecure_skip_verify is on: Pinot server certificates are NOT verified \
-             and connections to them can be intercepted"
+            section = key,
+            "insecure_skip_verify is on: Pinot certificates are NOT verified and connections \
+             can be intercepted"
         );
     }
     let owned = config.clone();
-    Reloadable::new("servers.tls", config.files(), move |contents| {
-        owned.build(contents)
+    Reloadable::new(key, config.files(), move |contents| {
+        owned.build(contents, alpn)
     })
     .map(Arc::new)
 }
 
-/// Rereads TLS files every `interval` and on SIGHUP, until every config is dropped.
-pub fn spawn_reloader(
-    server: Option<&Arc<ServerTls>>,
-    upstream: Option<&Arc<UpstreamTls>>,
-    interval: Duration,
-) {
-    let server: Option<Weak<ServerTls>> = server.map(Arc::downgrade);
-    let upstream: Option<Weak<UpstreamTls>> = upstream.map(Arc::downgrade);
-    if server.is_none() && upstream.is_none() {
+/// Something [`spawn_reloader`] rereads.
+pub trait Reload: Send + Sync {
+    fn reload_if_changed(&self);
+}
+
+impl<T: Send + Sync> Reload for Reloadable<T> {
+    fn reload_if_changed(&self) {
+        Reloadable::reload_if_changed(self)
+    }
+}
+
+/// Rereads TLS files every `interval` and on SIGHUP, until the configs are dropped.
+pub fn spawn_reloader(configs: Vec<Arc<dyn Reload>>, interval: Duration) {
+    if configs.is_empty() {
         return;
     }
+    let configs: Vec<Weak<dyn Reload>> = configs.iter().map(Arc::downgrade).collect();
     // Registered before returning, so a SIGHUP right after startup cannot kill the process.
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     tokio::spawn(async move {
@@ -411,16 +429,12 @@ pub fn spawn_reloader(
                     tracing::info!("SIGHUP: reloading TLS files");
                 }
             }
-            let server = server.as_ref().map(Weak::upgrade);
-            let upstream = upstream.as_ref().map(Weak::upgrade);
-            if matches!(server, Some(None)) || matches!(upstream, Some(None)) {
+            let live: Vec<Arc<dyn Reload>> = configs.iter().filter_map(Weak::upgrade).collect();
+            if live.is_empty() {
                 return;
             }
-            if let Some(Some(server)) = server {
-                server.reload_if_changed();
-            }
-            if let Some(Some(upstream)) = upstream {
-                upstream.reload_if_changed();
+            for config in live {
+                config.reload_if_changed();
             }
         }
     });

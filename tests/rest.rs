@@ -255,9 +255,11 @@ fn config(sections: &str) -> String {
     format!("[server]\nlisten = \"127.0.0.1:0\"\n[servers]\nallow = [\"127.0.0.1\"]\n{sections}")
 }
 
+/// Both components, forwarding the caller's own credentials (Pinot checks them).
 fn both(controller: &FakeRest, broker: &FakeRest) -> String {
     config(&format!(
-        "[controller]\nurls = [\"{}\"]\n[broker]\nurls = [\"{}\"]\n",
+        "[controller]\nurls = [\"{}\"]\n[controller.auth]\npass_through = true\n\
+         [broker]\nurls = [\"{}\"]\n[broker.auth]\npass_through = true\n",
         controller.url(),
         broker.url()
     ))
@@ -579,7 +581,8 @@ async fn forwarded_headers_are_added_and_hop_by_hop_headers_dropped() {
         );
     }
     assert_eq!(got.header("x-end-to-end"), Some("kept"));
-    assert_eq!(got.header("authorization"), Some(CONTROLLER_AUTH));
+    // The caller's credentials stop at the proxy unless pass_through is set.
+    assert_eq!(got.header("authorization"), None);
     // The response's hop-by-hop headers stop at the proxy too.
     assert_eq!(answer.headers.get("x-end-to-end").unwrap(), "kept");
     assert!(answer.headers.get("x-upstream-hop").is_none());
@@ -1093,4 +1096,46 @@ async fn each_rest_request_logs_one_info_line() {
     ] {
         assert!(failed.contains(field), "{field} missing from {failed}");
     }
+}
+
+#[tokio::test]
+async fn configured_credentials_replace_the_callers_per_component() {
+    std::env::set_var("PINOT_PROXY_TEST_CONTROLLER_PASSWORD", "c-pass");
+    std::env::set_var("PINOT_PROXY_TEST_BROKER_PASSWORD", "b-pass");
+    let controller = start_rest("controller").await;
+    let broker = start_rest("broker").await;
+    let proxy = start_proxy_config(&config(&format!(
+        "[controller]\nurls = [\"{}\"]\n[controller.auth]\nusername = \"ctl\"\n\
+         password_env = \"PINOT_PROXY_TEST_CONTROLLER_PASSWORD\"\n\
+         [broker]\nurls = [\"{}\"]\n[broker.auth]\nusername = \"brk\"\n\
+         password_env = \"PINOT_PROXY_TEST_BROKER_PASSWORD\"\n",
+        controller.url(),
+        broker.url()
+    )))
+    .await;
+    let mut client = Client::open(proxy.addr, Proto::Http1).await;
+    let caller = [("authorization", "Basic Y2FsbGVyOnNlY3JldA==")];
+    assert_eq!(
+        client
+            .call(Method::GET, "/tables", &caller, b"")
+            .await
+            .status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        client
+            .call(Method::POST, "/query/sql", &caller, b"{}")
+            .await
+            .status,
+        StatusCode::OK
+    );
+    // base64("ctl:c-pass") and base64("brk:b-pass").
+    assert_eq!(
+        controller.last().header("authorization"),
+        Some("Basic Y3RsOmMtcGFzcw==")
+    );
+    assert_eq!(
+        broker.last().header("authorization"),
+        Some("Basic YnJrOmItcGFzcw==")
+    );
 }
