@@ -323,7 +323,7 @@ fn connector(
 /// A connection to a REST upstream, plain or TLS.
 enum MaybeTls {
     Plain(TokioIo<tokio::net::TcpStream>),
-    Tls(TokioIo<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>),
+    Tls(Box<TokioIo<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>>),
 }
 
 impl tower_service::Service<Uri> for Connector {
@@ -355,7 +355,7 @@ impl tower_service::Service<Uri> for Connector {
                 .connect(name, tcp.into_inner())
                 .await
                 .map_err(|err| format!("TLS handshake failed: {err}"))?;
-            Ok(MaybeTls::Tls(TokioIo::new(stream)))
+            Ok(MaybeTls::Tls(Box::new(TokioIo::new(stream))))
         })
     }
 }
@@ -374,7 +374,7 @@ impl hyper::rt::Read for MaybeTls {
     ) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
             MaybeTls::Plain(io) => Pin::new(io).poll_read(cx, buf),
-            MaybeTls::Tls(io) => Pin::new(io).poll_read(cx, buf),
+            MaybeTls::Tls(io) => Pin::new(io.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -387,21 +387,21 @@ impl hyper::rt::Write for MaybeTls {
     ) -> Poll<std::io::Result<usize>> {
         match self.get_mut() {
             MaybeTls::Plain(io) => Pin::new(io).poll_write(cx, buf),
-            MaybeTls::Tls(io) => Pin::new(io).poll_write(cx, buf),
+            MaybeTls::Tls(io) => Pin::new(io.as_mut()).poll_write(cx, buf),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
             MaybeTls::Plain(io) => Pin::new(io).poll_flush(cx),
-            MaybeTls::Tls(io) => Pin::new(io).poll_flush(cx),
+            MaybeTls::Tls(io) => Pin::new(io.as_mut()).poll_flush(cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
             MaybeTls::Plain(io) => Pin::new(io).poll_shutdown(cx),
-            MaybeTls::Tls(io) => Pin::new(io).poll_shutdown(cx),
+            MaybeTls::Tls(io) => Pin::new(io.as_mut()).poll_shutdown(cx),
         }
     }
 }

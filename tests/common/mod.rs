@@ -497,24 +497,11 @@ impl Proxy {
 
 /// Starts a proxy allowing 127.0.0.1, with extra `[server]` and `[servers]` keys.
 pub async fn start_proxy(server_keys: &str, servers_keys: &str) -> Proxy {
-    let text = format!(
+    start_proxy_config(&format!(
         "[server]\nlisten = \"127.0.0.1:0\"\n{server_keys}\n\
          [servers]\nallow = [\"127.0.0.1\"]\n{servers_keys}\n"
-    );
-    let config = Config::parse(&text).expect("test config");
-    let server = Server::bind(&config).await.expect("bind");
-    let addr = server.local_addr();
-    let forwarder = server.forwarder().clone();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let done = tokio::spawn(server.run(async {
-        let _ = stopped.await;
-    }));
-    Proxy {
-        addr,
-        forwarder,
-        stop: Some(stop),
-        done: Some(done),
-    }
+    ))
+    .await
 }
 
 /// A tonic channel to `addr` with large message limits.
