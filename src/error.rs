@@ -52,7 +52,7 @@ pub enum Source {
 /// An error the proxy answers itself, instead of forwarding the upstream's answer.
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum ProxyError {
-    #[error("no target server named: set FORWARD_HOST and FORWARD_PORT in the request metadata or the forward_host and forward_port headers")]
+    #[error("no target server named: set FORWARD_HOST and FORWARD_PORT in the request metadata or the forward_host and forward_port headers (PinotQueryBroker/Submit: or [broker] grpc_port)")]
     NoTarget,
     #[error("invalid target: {0}")]
     BadTarget(String),

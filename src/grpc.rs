@@ -4,8 +4,9 @@
 
 use crate::auth::{Authenticator, Upstream};
 use crate::error::{ProxyError, Source};
-use crate::pool::{Lease, Pool};
+use crate::pool::{Lease, Origin, Pool};
 use crate::proto::ServerRequest;
+use crate::rest::Rest;
 use crate::route::{self, Target};
 use crate::tls::ClientIdentity;
 use bytes::{Buf, Bytes, BytesMut};
@@ -27,6 +28,8 @@ use tracing::Instrument;
 
 /// The method whose first message names its target server.
 pub const SUBMIT_PATH: &str = "/org.apache.pinot.common.proto.PinotQueryServer/Submit";
+/// The broker's query method (Pinot 1.4+), sent to `[broker] grpc_port` when no target is named.
+pub const BROKER_SUBMIT_PATH: &str = "/org.apache.pinot.common.proto.PinotQueryBroker/Submit";
 
 /// Response body type served to callers.
 pub type ProxyBody = http_body_util::combinators::UnsyncBoxBody<Bytes, crate::BoxError>;
@@ -57,6 +60,7 @@ pub struct Forwarder {
     instance: HeaderValue,
     auth: Arc<Authenticator>,
     upstream_auth: Upstream,
+    rest: Option<Arc<Rest>>,
 }
 
 impl Forwarder {
@@ -65,6 +69,7 @@ impl Forwarder {
         max_routing_message_bytes: u32,
         auth: Arc<Authenticator>,
         upstream_auth: Upstream,
+        rest: Option<Arc<Rest>>,
     ) -> Forwarder {
         use std::hash::{BuildHasher, Hasher};
         let random = std::collections::hash_map::RandomState::new()
@@ -78,6 +83,7 @@ impl Forwarder {
             instance,
             auth,
             upstream_auth,
+            rest,
         }
     }
 
@@ -131,6 +137,7 @@ impl Forwarder {
 
         let identity = parts.extensions.get::<ClientIdentity>().cloned();
         let mut prefix = None;
+        let mut origin = Origin::Caller;
         let target = if parts.uri.path() == SUBMIT_PATH {
             let first = with_deadline(
                 deadline,
@@ -163,7 +170,14 @@ impl Forwarder {
             body_target.or(header_target)
         } else {
             self.authenticate(&parts.headers, None, identity.as_ref(), peer)?;
-            header_target
+            if header_target.is_none() && parts.uri.path() == BROKER_SUBMIT_PATH {
+                origin = Origin::Configured;
+                self.rest
+                    .as_ref()
+                    .and_then(|rest| rest.broker_grpc_target())
+            } else {
+                header_target
+            }
         }
         .ok_or(ProxyError::NoTarget)?;
         record.set_target(&target);
@@ -200,7 +214,7 @@ impl Forwarder {
         // is sent once more on a fresh connection.
         let mut retried = false;
         let (response, lease) = loop {
-            let lease = with_deadline(deadline, self.pool.checkout(&target)).await??;
+            let lease = with_deadline(deadline, self.pool.checkout(&target, origin)).await??;
             let mut sender = lease.sender();
             match with_deadline(deadline, sender.try_send_request(upstream_request)).await? {
                 Ok(response) => break (response, lease),

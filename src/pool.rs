@@ -17,6 +17,13 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 
+/// Who named a target: a caller (checked against the allowlist) or the configuration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    Caller,
+    Configured,
+}
+
 /// The pooled connections to all target servers.
 pub struct Pool<B> {
     inner: Arc<Inner<B>>,
@@ -141,8 +148,11 @@ where
 
     /// A connection to `target` with room for one more stream, opened if needed.
     /// The allowlist is checked first: a refused target never causes a lookup or connection.
-    pub async fn checkout(&self, target: &Target) -> Result<Lease<B>, ProxyError> {
-        self.inner.allowlist.check(target)?;
+    /// A `Configured` target (one the operator named, like a broker) skips it.
+    pub async fn checkout(&self, target: &Target, origin: Origin) -> Result<Lease<B>, ProxyError> {
+        if origin == Origin::Caller {
+            self.inner.allowlist.check(target)?;
+        }
         let connecting = {
             let mut slots = self.inner.slots.lock().unwrap_or_else(|e| e.into_inner());
             if !slots.contains_key(target) && slots.len() >= self.inner.max_targets {
@@ -163,7 +173,7 @@ where
             }
             slot.connecting
                 .get_or_insert_with(|| {
-                    Inner::open(self.inner.clone(), target.clone())
+                    Inner::open(self.inner.clone(), target.clone(), origin)
                         .boxed()
                         .shared()
                 })
@@ -188,8 +198,12 @@ where
     }
 
     /// Opens a connection and files it (or the failure) in the target's slot.
-    async fn open(self: Arc<Self>, target: Target) -> Result<Arc<Conn<B>>, ProxyError> {
-        let result = tokio::time::timeout(self.connect_timeout, self.connect(&target))
+    async fn open(
+        self: Arc<Self>,
+        target: Target,
+        origin: Origin,
+    ) -> Result<Arc<Conn<B>>, ProxyError> {
+        let result = tokio::time::timeout(self.connect_timeout, self.connect(&target, origin))
             .await
             .unwrap_or_else(|_| {
                 Err(ProxyError::Unreachable {
@@ -214,7 +228,7 @@ where
         result
     }
 
-    async fn connect(&self, target: &Target) -> Result<Arc<Conn<B>>, ProxyError> {
+    async fn connect(&self, target: &Target, origin: Origin) -> Result<Arc<Conn<B>>, ProxyError> {
         let unreachable = |reason: String| ProxyError::Unreachable {
             target: target.to_string(),
             reason,
@@ -230,8 +244,10 @@ where
             return Err(unreachable("host resolves to no address".into()));
         }
         // Every address is checked before any is tried, and only checked ones are dialled.
-        for addr in &addrs {
-            self.allowlist.check_resolved(target, addr.ip())?;
+        if origin == Origin::Caller {
+            for addr in &addrs {
+                self.allowlist.check_resolved(target, addr.ip())?;
+            }
         }
         let mut last_err = None;
         let mut stream = None;

@@ -77,6 +77,7 @@ impl Server {
             config.server.max_routing_message_bytes,
             auth.clone(),
             upstream_auth,
+            rest.clone(),
         );
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder

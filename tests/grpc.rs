@@ -784,3 +784,28 @@ async fn a_target_naming_the_proxy_itself_is_refused() {
     assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
     assert!(status.message().contains("this proxy itself"), "{status:?}");
 }
+
+#[tokio::test]
+async fn broker_submit_goes_to_the_configured_broker_grpc_port() {
+    // The broker is named by the operator, so it needs no allow entry.
+    let broker = start_raw_server(Raw::Echo).await;
+    let proxy = start_proxy_config(&format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[servers]\nallow = []\n\
+         [broker]\nurls = [\"http://127.0.0.1:1\"]\ngrpc_port = {}\n",
+        broker.port()
+    ))
+    .await;
+    let path = "/org.apache.pinot.common.proto.PinotQueryBroker/Submit";
+    let raw = raw_call(proxy.addr, path, &[], frame(b"select 1")).await;
+    assert_eq!(
+        raw.grpc_status().as_deref(),
+        Some("0"),
+        "{}",
+        raw.grpc_message()
+    );
+    assert_eq!(raw.body.as_ref(), frame(b"select 1").as_slice());
+    assert_eq!(broker.seen.request_count(), 1);
+    // Other methods still need a target the allowlist lets through.
+    let raw = raw_call(proxy.addr, SUBMIT, &[], frame(b"")).await;
+    assert_eq!(raw.grpc_status().as_deref(), Some("3"));
+}

@@ -589,3 +589,70 @@ async fn client_cert_auth_lets_trino_in_without_credentials() {
     assert_eq!(response.grpc_status().as_deref(), Some("16"));
     assert_eq!(fake.seen.request_count(), 1);
 }
+
+#[tokio::test]
+async fn https_controller_urls_use_the_component_tls_config() {
+    let ca = Ca::new("pinot ca");
+    let dir = TempDir::new();
+    let leaf = ca.issue(Some("pinot-controller"), &["localhost"]);
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![CertificateDer::from_pem_slice(leaf.cert_pem.as_bytes()).unwrap()],
+            PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes()).unwrap(),
+        )
+        .unwrap();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(stream) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let service = hyper::service::service_fn(|request: http::Request<_>| async move {
+                    let body = format!("controller saw {}", request.uri().path());
+                    Ok::<_, std::convert::Infallible>(http::Response::new(
+                        http_body_util::Full::new(bytes::Bytes::from(body)),
+                    ))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    let ca_file = dir.write("ca.crt", &ca.pem());
+    let text = config_text("", "", "")
+        + &format!(
+            "[controller]\nurls = [\"https://localhost:{port}\"]\n[controller.tls]\nca_file = {:?}\n",
+            ca_file.display().to_string()
+        );
+    let (addr, server) = proxy_from(&text).await;
+    let _stop = run(server);
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let response = sender
+        .send_request(
+            http::Request::get("/tables")
+                .header("host", "proxy")
+                .body(http_body_util::Empty::<bytes::Bytes>::new())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), http::StatusCode::OK);
+    use http_body_util::BodyExt;
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&body[..], b"controller saw /tables");
+}
