@@ -173,9 +173,21 @@ where
             }
             slot.connecting
                 .get_or_insert_with(|| {
-                    Inner::open(self.inner.clone(), target.clone(), origin)
-                        .boxed()
-                        .shared()
+                    // Its own task, so the attempt finishes and frees the slot even when every
+                    // caller waiting on it has gone away.
+                    let attempt =
+                        tokio::spawn(Inner::open(self.inner.clone(), target.clone(), origin));
+                    let name = target.to_string();
+                    async move {
+                        attempt.await.unwrap_or_else(|err| {
+                            Err(ProxyError::Unreachable {
+                                target: name,
+                                reason: format!("connection attempt failed: {err}"),
+                            })
+                        })
+                    }
+                    .boxed()
+                    .shared()
                 })
                 .clone()
         };

@@ -809,3 +809,55 @@ async fn broker_submit_goes_to_the_configured_broker_grpc_port() {
     let raw = raw_call(proxy.addr, SUBMIT, &[], frame(b"")).await;
     assert_eq!(raw.grpc_status().as_deref(), Some("3"));
 }
+
+#[tokio::test]
+async fn an_abandoned_connection_attempt_still_frees_its_slot() {
+    // Regression: a connect attempt whose callers all went away kept its pool slot forever,
+    // so with max_targets reached every new server was refused.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let stalled = socket.listen(1).unwrap();
+    let stalled_port = stalled.local_addr().unwrap().port();
+    let mut fillers = Vec::new();
+    for _ in 0..4 {
+        let connect = tokio::net::TcpStream::connect(stalled.local_addr().unwrap());
+        if let Ok(Ok(stream)) = tokio::time::timeout(Duration::from_millis(200), connect).await {
+            fillers.push(stream);
+        }
+    }
+    let healthy = start_fake("s").await;
+    let proxy = start_proxy("", "connect_timeout_ms = 300\nmax_targets = 1").await;
+    let port = stalled_port.to_string();
+    // The caller gives up long before the connect timeout.
+    let headers = [
+        ("forward_host", "127.0.0.1"),
+        ("forward_port", port.as_str()),
+        ("grpc-timeout", "50m"),
+    ];
+    let raw = raw_call(proxy.addr, "/any.Service/Method", &headers, frame(b"x")).await;
+    assert_eq!(raw.grpc_status().as_deref(), Some("4"));
+    // Nobody calls that server again: the attempt must still run out its own timeout and free
+    // the only slot, so another server becomes reachable (before the fix: never).
+    let mut last = None;
+    for _ in 0..100 {
+        let result = submit_all(
+            channel(proxy.addr).await,
+            trino_request("blocks:1:1:1", healthy.port()),
+        )
+        .await;
+        match result {
+            Ok(responses) => {
+                assert_eq!(responses.len(), 2);
+                last = None;
+                break;
+            }
+            Err(status) => {
+                assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+                last = Some(status);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    assert!(last.is_none(), "slot never freed: {last:?}");
+    drop(stalled);
+}
