@@ -218,6 +218,21 @@ impl Authenticator {
         self.failures.load(Ordering::Relaxed)
     }
 
+    /// Whether checking a gRPC call needs the credentials inside its first message: the policy
+    /// wants credentials and neither the headers nor a client certificate provide them.
+    pub fn grpc_credentials_in_body(
+        &self,
+        headers: &HeaderMap,
+        identity: Option<&ClientIdentity>,
+    ) -> bool {
+        match self.grpc {
+            GrpcPolicy::None => false,
+            _ if headers.contains_key(http::header::AUTHORIZATION) => false,
+            GrpcPolicy::ClientCert => identity.is_none(),
+            GrpcPolicy::Required => true,
+        }
+    }
+
     /// Checks a gRPC call: the `authorization` header, else the `authorization` key of the
     /// request message's metadata, else (with `client-cert`) a verified client certificate.
     pub fn check_grpc(

@@ -37,6 +37,16 @@ pub struct ServerConfig {
     /// A larger one is refused with RESOURCE_EXHAUSTED. Trino's are a few kilobytes.
     #[serde(default = "defaults::max_routing_message_bytes")]
     pub max_routing_message_bytes: u32,
+    /// Most client connections open at once; more wait in the listen backlog.
+    #[serde(default = "defaults::max_connections")]
+    pub max_connections: usize,
+    /// Time a client has to send the first message of a `Submit` call, in milliseconds.
+    #[serde(default = "defaults::first_message_timeout_ms")]
+    pub first_message_timeout_ms: u64,
+    /// Bytes all first messages being read for routing may hold at once; a call that would
+    /// exceed it is refused with RESOURCE_EXHAUSTED. At least `max_routing_message_bytes`.
+    #[serde(default = "defaults::routing_buffer_bytes")]
+    pub routing_buffer_bytes: u32,
     /// Most concurrent streams one client connection may open (HTTP/2 SETTINGS).
     #[serde(default = "defaults::max_concurrent_streams")]
     pub max_concurrent_streams: u32,
@@ -71,6 +81,12 @@ pub struct ServersConfig {
     /// An upstream connection with no call in flight for this long is closed, in milliseconds.
     #[serde(default = "defaults::idle_timeout_ms")]
     pub idle_timeout_ms: u64,
+    /// HTTP/2 PING interval on upstream connections with calls open, in milliseconds, to find
+    /// a server that vanished without closing; 0 turns it off. Pinot servers (grpc-java)
+    /// treat pings more often than every 5 minutes without data as abuse, so keep it at
+    /// 300000 or more unless the servers set `permitKeepAliveTime` lower.
+    #[serde(default = "defaults::servers_keepalive_interval_ms")]
+    pub keepalive_interval_ms: u64,
     /// Most distinct servers with open connections at once.
     #[serde(default = "defaults::max_targets")]
     pub max_targets: usize,
@@ -86,6 +102,15 @@ mod defaults {
     pub fn max_routing_message_bytes() -> u32 {
         16 * 1024 * 1024
     }
+    pub fn first_message_timeout_ms() -> u64 {
+        10_000
+    }
+    pub fn routing_buffer_bytes() -> u32 {
+        64 * 1024 * 1024
+    }
+    pub fn max_connections() -> usize {
+        10_000
+    }
     pub fn max_concurrent_streams() -> u32 {
         1024
     }
@@ -100,6 +125,9 @@ mod defaults {
     }
     pub fn max_targets() -> usize {
         1024
+    }
+    pub fn servers_keepalive_interval_ms() -> u64 {
+        300_000
     }
     pub fn keepalive_interval_ms() -> u64 {
         60_000
@@ -131,6 +159,15 @@ impl Config {
         let routing = self.server.max_routing_message_bytes;
         if !(MIN_ROUTING..=MAX_ROUTING).contains(&routing) {
             bail!("server.max_routing_message_bytes = {routing}: must be from {MIN_ROUTING} to {MAX_ROUTING}");
+        }
+        if self.server.routing_buffer_bytes < routing {
+            bail!(
+                "server.routing_buffer_bytes = {}: must be at least server.max_routing_message_bytes ({routing})",
+                self.server.routing_buffer_bytes
+            );
+        }
+        if self.server.max_connections == 0 {
+            bail!("server.max_connections must be at least 1");
         }
         if self.server.max_concurrent_streams == 0 {
             bail!("server.max_concurrent_streams must be at least 1");
@@ -178,6 +215,23 @@ impl Config {
             bail!("auth.grpc = \"client-cert\" needs server.tls.client_ca_file");
         }
         crate::auth::Authenticator::new(&self.auth)?;
+        // The proxy's own credentials must not be lent to callers nobody checked.
+        let injects = |auth: &crate::auth::UpstreamAuthConfig| auth.username.is_some();
+        if injects(&self.servers.auth) && self.auth.grpc == crate::auth::GrpcPolicy::None {
+            bail!(
+                "servers.auth sends credentials to Pinot, but auth.grpc = \"none\" would let any \
+                 caller use them; set auth.grpc to \"required\" or \"client-cert\""
+            );
+        }
+        for (section, component) in [("controller", &self.controller), ("broker", &self.broker)] {
+            let rest_open = self.auth.rest == crate::auth::RestPolicy::None;
+            if component.as_ref().is_some_and(|c| injects(&c.auth)) && rest_open {
+                bail!(
+                    "{section}.auth sends credentials to Pinot, but auth.rest = \"none\" would let \
+                     any caller use them; set auth.rest = \"required\""
+                );
+            }
+        }
         self.servers.auth.resolve("servers.auth")?;
         Ok(())
     }

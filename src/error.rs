@@ -68,6 +68,8 @@ pub enum ProxyError {
     Unreachable { target: String, reason: String },
     #[error("server {target}: stream failed: {reason}")]
     StreamFailed { target: String, reason: String },
+    #[error("too many first messages being read for routing (server.routing_buffer_bytes = {0})")]
+    RoutingBudget(u32),
     #[error("too many upstream servers in use (max_targets = {0})")]
     TooManyTargets(usize),
     #[error("deadline exceeded after {0} ms (grpc-timeout)")]
@@ -89,7 +91,9 @@ impl ProxyError {
             | ProxyError::NotAllowed { .. }
             | ProxyError::ClientStream(_)
             | ProxyError::Unauthenticated(_) => Source::Client,
-            ProxyError::TooManyTargets(_) | ProxyError::DeadlineExceeded(_) => Source::Proxy,
+            ProxyError::TooManyTargets(_)
+            | ProxyError::RoutingBudget(_)
+            | ProxyError::DeadlineExceeded(_) => Source::Proxy,
             ProxyError::Unreachable { .. } | ProxyError::StreamFailed { .. } => Source::Upstream,
         }
     }
@@ -100,9 +104,9 @@ impl ProxyError {
             | ProxyError::BadTarget(_)
             | ProxyError::BadMessage(_)
             | ProxyError::BadTimeout(_) => Code::InvalidArgument,
-            ProxyError::MessageTooLarge { .. } | ProxyError::TooManyTargets(_) => {
-                Code::ResourceExhausted
-            }
+            ProxyError::MessageTooLarge { .. }
+            | ProxyError::TooManyTargets(_)
+            | ProxyError::RoutingBudget(_) => Code::ResourceExhausted,
             ProxyError::NotAllowed { .. } => Code::PermissionDenied,
             ProxyError::Unreachable { .. } | ProxyError::StreamFailed { .. } => Code::Unavailable,
             ProxyError::DeadlineExceeded(_) => Code::DeadlineExceeded,

@@ -9,6 +9,7 @@ use crate::proto::ServerRequest;
 use crate::rest::Rest;
 use crate::route::{self, Target};
 use crate::tls::ClientIdentity;
+use crate::wire;
 use bytes::{Buf, Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue, Request, Response, Uri};
 use http_body::{Body, Frame, SizeHint};
@@ -35,8 +36,11 @@ pub const BROKER_SUBMIT_PATH: &str = "/org.apache.pinot.common.proto.PinotQueryB
 pub type ProxyBody = http_body_util::combinators::UnsyncBoxBody<Bytes, crate::BoxError>;
 
 /// Headers that belong to one hop, or to the proxy itself, and are not forwarded.
-const DROPPED_HEADERS: [&str; 10] = [
+const DROPPED_HEADERS: [&str; 12] = [
     "connection",
+    "proxy-authorization",
+    // The first message may be rewritten; HTTP/2 needs no length.
+    "content-length",
     "keep-alive",
     "proxy-connection",
     "transfer-encoding",
@@ -52,11 +56,24 @@ const DROPPED_HEADERS: [&str; 10] = [
 /// been routed back to us (a target naming the proxy itself) and is refused.
 pub const VIA_HEADER: &str = "pinot-proxy-via";
 
+/// Bounds on reading first messages for routing, which happens before the call is
+/// forwarded (and, when credentials are inside the message, before it is authenticated).
+#[derive(Clone)]
+pub struct RoutingLimits {
+    /// Largest first message read.
+    pub max_message_bytes: u32,
+    /// Time the client has to send it.
+    pub timeout: Duration,
+    /// Bytes all first messages being read may hold at once.
+    pub budget: Arc<tokio::sync::Semaphore>,
+    pub budget_bytes: u32,
+}
+
 /// Forwards gRPC calls to the servers they name.
 #[derive(Clone)]
 pub struct Forwarder {
     pool: Pool<RequestBody>,
-    max_routing_message_bytes: u32,
+    limits: RoutingLimits,
     instance: HeaderValue,
     auth: Arc<Authenticator>,
     upstream_auth: Upstream,
@@ -66,7 +83,7 @@ pub struct Forwarder {
 impl Forwarder {
     pub fn new(
         pool: Pool<RequestBody>,
-        max_routing_message_bytes: u32,
+        limits: RoutingLimits,
         auth: Arc<Authenticator>,
         upstream_auth: Upstream,
         rest: Option<Arc<Rest>>,
@@ -79,7 +96,7 @@ impl Forwarder {
             .expect("hex digits are a valid header value");
         Forwarder {
             pool,
-            max_routing_message_bytes,
+            limits,
             instance,
             auth,
             upstream_auth,
@@ -139,16 +156,29 @@ impl Forwarder {
         let mut prefix = None;
         let mut origin = Origin::Caller;
         let target = if parts.uri.path() == SUBMIT_PATH {
-            let first = with_deadline(
-                deadline,
-                read_first_message(&mut body, self.max_routing_message_bytes),
-            )
-            .await??;
+            // Credentials in the headers (or a client certificate) are checked before anything
+            // is read; only credentials inside the message make it wait for the message.
+            let in_body = self
+                .auth
+                .grpc_credentials_in_body(&parts.headers, identity.as_ref());
+            if !in_body {
+                self.authenticate(&parts.headers, None, identity.as_ref(), peer)?;
+            }
+            let first = with_deadline(deadline, self.read_first_message(&mut body)).await??;
             let request = match first.decode() {
                 Some(request) => Some(request.map_err(|err| {
                     ProxyError::BadMessage(format!("cannot decode ServerRequest: {err}"))
                 })?),
-                None if header_target.is_some() => None,
+                None if header_target.is_some() => {
+                    if !matches!(self.upstream_auth, Upstream::PassThrough) {
+                        return Err(ProxyError::BadMessage(
+                            "the first message is compressed, so the proxy cannot replace the \
+                             credentials in it; send it uncompressed"
+                                .into(),
+                        ));
+                    }
+                    None
+                }
                 None => {
                     return Err(ProxyError::BadMessage(
                         "the first message is compressed, so its FORWARD_HOST cannot be read; \
@@ -158,15 +188,15 @@ impl Forwarder {
                 }
             };
             let metadata = request.as_ref().map(|request| &request.metadata);
-            self.authenticate(&parts.headers, metadata, identity.as_ref(), peer)?;
+            if in_body {
+                self.authenticate(&parts.headers, metadata, identity.as_ref(), peer)?;
+            }
             let body_target = match metadata {
                 Some(metadata) => route::target_from_metadata(metadata)?,
                 None => None,
             };
-            prefix = Some(match request {
-                Some(request) => self.with_upstream_credentials(first, request),
-                None => first.bytes,
-            });
+            let has_authorization = metadata.is_some_and(|m| m.contains_key("authorization"));
+            prefix = Some(self.with_upstream_credentials(first, has_authorization)?);
             body_target.or(header_target)
         } else {
             self.authenticate(&parts.headers, None, identity.as_ref(), peer)?;
@@ -262,29 +292,48 @@ impl Forwarder {
     }
 
     /// The bytes to send for the first message: the original ones, unless the caller's
-    /// `authorization` must be removed from its metadata or the proxy's put in; then the
-    /// message is re-encoded and the bytes read after it follow unchanged.
-    fn with_upstream_credentials(&self, first: FirstMessage, mut request: ServerRequest) -> Bytes {
-        const KEY: &str = "authorization";
-        match &self.upstream_auth {
-            Upstream::PassThrough => return first.bytes,
-            Upstream::Strip if !request.metadata.contains_key(KEY) => return first.bytes,
-            Upstream::Strip => {
-                request.metadata.remove(KEY);
-            }
-            Upstream::Inject(value) => {
-                let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
-                request.metadata.insert(KEY.to_owned(), value);
-            }
-        }
-        let encoded = request.encode_to_vec();
+    /// `authorization` must be removed from its metadata or the proxy's put in. Then only the
+    /// metadata entries change, at the byte level, so fields this proxy does not know survive;
+    /// the bytes read after the message follow unchanged.
+    fn with_upstream_credentials(
+        &self,
+        first: FirstMessage,
+        has_authorization: bool,
+    ) -> Result<Bytes, ProxyError> {
+        let inject = match &self.upstream_auth {
+            Upstream::PassThrough => return Ok(first.bytes),
+            Upstream::Strip if !has_authorization => return Ok(first.bytes),
+            Upstream::Strip => None,
+            Upstream::Inject(value) => Some(value.as_bytes()),
+        };
+        let message = &first.bytes[5..5 + first.length];
+        let rewritten =
+            wire::replace_map_entry(message, 1, b"authorization", inject).map_err(|err| {
+                ProxyError::BadMessage(format!("cannot rewrite ServerRequest: {err}"))
+            })?;
         let rest = &first.bytes[5 + first.length..];
-        let mut bytes = BytesMut::with_capacity(5 + encoded.len() + rest.len());
+        let mut bytes = BytesMut::with_capacity(5 + rewritten.len() + rest.len());
         bytes.extend_from_slice(&[0]);
-        bytes.extend_from_slice(&(encoded.len() as u32).to_be_bytes());
-        bytes.extend_from_slice(&encoded);
+        bytes.extend_from_slice(&(rewritten.len() as u32).to_be_bytes());
+        bytes.extend_from_slice(&rewritten);
         bytes.extend_from_slice(rest);
-        bytes.freeze()
+        Ok(bytes.freeze())
+    }
+
+    /// Reads request frames until the first length-prefixed message is complete, within the
+    /// routing limits.
+    async fn read_first_message(&self, body: &mut Incoming) -> Result<FirstMessage, ProxyError> {
+        let limits = &self.limits;
+        let timeout = limits.timeout;
+        tokio::time::timeout(timeout, read_first_message(body, limits))
+            .await
+            .unwrap_or_else(|_| {
+                Err(ProxyError::BadMessage(format!(
+                    "the first request message did not arrive within {} ms \
+                     (server.first_message_timeout_ms)",
+                    timeout.as_millis()
+                )))
+            })
     }
 }
 
@@ -341,6 +390,8 @@ pub fn parse_timeout(value: &HeaderValue) -> Result<Duration, ProxyError> {
 
 /// The first gRPC message of a request, as the bytes read from the client.
 struct FirstMessage {
+    /// Its share of the routing budget, returned when the message is sent on.
+    _reserved: Option<tokio::sync::OwnedSemaphorePermit>,
     /// Everything read from the body so far, forwarded as is ahead of the rest.
     bytes: Bytes,
     compressed: bool,
@@ -358,8 +409,13 @@ impl FirstMessage {
 }
 
 /// Reads request frames until the first length-prefixed message is complete.
-async fn read_first_message(body: &mut Incoming, limit: u32) -> Result<FirstMessage, ProxyError> {
+async fn read_first_message(
+    body: &mut Incoming,
+    limits: &RoutingLimits,
+) -> Result<FirstMessage, ProxyError> {
+    let limit = limits.max_message_bytes;
     let mut buf = BytesMut::new();
+    let mut reserved = None;
     let mut needed = 5usize;
     let mut header: Option<(bool, usize)> = None;
     loop {
@@ -380,13 +436,21 @@ async fn read_first_message(body: &mut Incoming, limit: u32) -> Result<FirstMess
                     limit: limit.into(),
                 });
             }
+            // Memory grows as data arrives, within a budget shared by all calls being routed.
+            reserved = Some(
+                limits
+                    .budget
+                    .clone()
+                    .try_acquire_many_owned(length)
+                    .map_err(|_| ProxyError::RoutingBudget(limits.budget_bytes))?,
+            );
             header = Some((compressed, length as usize));
             needed = 5 + length as usize;
-            buf.reserve(needed.saturating_sub(buf.len()));
         }
         if let Some((compressed, length)) = header {
             if buf.len() >= needed {
                 return Ok(FirstMessage {
+                    _reserved: reserved.take(),
                     bytes: buf.freeze(),
                     compressed,
                     length,

@@ -12,6 +12,7 @@ pub mod route;
 pub mod serve;
 pub mod tls;
 pub mod token;
+pub mod wire;
 
 /// Pinot's protobuf messages (`proto/server.proto`).
 pub mod proto {

@@ -213,13 +213,22 @@ pub struct Allowlist {
     ports: Option<Vec<u16>>,
 }
 
-/// Address ranges a host name may resolve to only when an allow entry inside them names them.
-const SPECIAL_NETS: [&str; 6] = [
+/// Address ranges a host name may resolve to only when an allow entry inside them names them:
+/// this host, link-local (cloud metadata services), unspecified, multicast and broadcast, and
+/// IPv6 forms that embed IPv4 addresses (IPv4-compatible, NAT64, 6to4).
+const SPECIAL_NETS: [&str; 13] = [
     "127.0.0.0/8",
     "169.254.0.0/16",
-    "0.0.0.0/32",
+    "0.0.0.0/8",
+    "224.0.0.0/4",
+    "255.255.255.255/32",
     "::1/128",
     "fe80::/10",
+    "::/96",
+    "ff00::/8",
+    "64:ff9b::/96",
+    "2002::/16",
+    "fd00:ec2::254/128",
     "::/128",
 ];
 

@@ -4,7 +4,7 @@
 use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::error::http_error;
-use crate::grpc::{Forwarder, ProxyBody};
+use crate::grpc::{Forwarder, ProxyBody, RoutingLimits};
 use crate::rest::{Peer, Rest};
 use crate::tls::{self, ClientIdentity, ServerTls, UpstreamTls};
 use http::{Request, Response, StatusCode, Version};
@@ -29,6 +29,10 @@ pub struct Server {
     upstream_tls: Option<Arc<UpstreamTls>>,
     builder: auto::Builder<TokioExecutor>,
     grace: Duration,
+    /// One permit per open client connection.
+    connections: Arc<tokio::sync::Semaphore>,
+    /// Background tasks of this server stop when it is dropped.
+    _alive: Arc<()>,
 }
 
 impl Server {
@@ -65,21 +69,28 @@ impl Server {
         if let Some(rest) = &rest {
             reloadable.extend(rest.tls_configs());
         }
+        let alive = Arc::new(());
         tls::spawn_reloader(
             reloadable,
             Duration::from_millis(config.server.tls_reload_interval_ms),
+            Arc::downgrade(&alive),
         );
         auth.warn_if_open();
         let pool =
             crate::pool::Pool::new(&config.servers, config.allowlist(), upstream_tls.clone());
-        let forwarder = Forwarder::new(
-            pool,
-            config.server.max_routing_message_bytes,
-            auth.clone(),
-            upstream_auth,
-            rest.clone(),
-        );
+        let limits = RoutingLimits {
+            max_message_bytes: config.server.max_routing_message_bytes,
+            timeout: Duration::from_millis(config.server.first_message_timeout_ms),
+            budget: Arc::new(tokio::sync::Semaphore::new(
+                config.server.routing_buffer_bytes as usize,
+            )),
+            budget_bytes: config.server.routing_buffer_bytes,
+        };
+        let forwarder = Forwarder::new(pool, limits, auth.clone(), upstream_auth, rest.clone());
         let mut builder = auto::Builder::new(TokioExecutor::new());
+        // With a timer, HTTP/1.1 connections that do not finish their headers within 30 s
+        // are closed.
+        builder.http1().timer(TokioTimer::new());
         builder
             .http2()
             .timer(TokioTimer::new())
@@ -101,6 +112,8 @@ impl Server {
             upstream_tls,
             builder,
             grace: Duration::from_millis(config.server.shutdown_grace_ms),
+            _alive: alive,
+            connections: Arc::new(tokio::sync::Semaphore::new(config.server.max_connections)),
         })
     }
 
@@ -132,6 +145,14 @@ impl Server {
         tokio::pin!(shutdown);
         tracing::info!(listen = %self.local_addr(), "serving");
         loop {
+            // At the connection limit, new connections wait in the listen backlog.
+            let permit = tokio::select! {
+                permit = self.connections.clone().acquire_owned() => match permit {
+                    Ok(permit) => permit,
+                    Err(_) => break,
+                },
+                () = &mut shutdown => break,
+            };
             let (stream, peer) = tokio::select! {
                 accepted = self.listener.accept() => match accepted {
                     Ok(accepted) => accepted,
@@ -146,6 +167,7 @@ impl Server {
             };
             let _ = stream.set_nodelay(true);
             let connection = Connection {
+                _permit: permit,
                 builder: self.builder.clone(),
                 handlers: self.handlers.clone(),
                 watcher: graceful.watcher(),
@@ -194,6 +216,7 @@ impl Server {
 
 /// One accepted client connection, ready to be served over plaintext or TLS.
 struct Connection {
+    _permit: tokio::sync::OwnedSemaphorePermit,
     builder: auto::Builder<TokioExecutor>,
     handlers: Handlers,
     watcher: hyper_util::server::graceful::Watcher,

@@ -411,11 +411,11 @@ impl<T: Send + Sync> Reload for Reloadable<T> {
     }
 }
 
-/// Rereads TLS files every `interval` and on SIGHUP, until the configs are dropped.
-pub fn spawn_reloader(configs: Vec<Arc<dyn Reload>>, interval: Duration) {
-    if configs.is_empty() {
-        return;
-    }
+/// Rereads TLS files every `interval` and on SIGHUP, until the configs or `alive` are dropped.
+///
+/// Runs (and handles SIGHUP, which would otherwise end the process) even with nothing to
+/// reload.
+pub fn spawn_reloader(configs: Vec<Arc<dyn Reload>>, interval: Duration, alive: Weak<()>) {
     let configs: Vec<Weak<dyn Reload>> = configs.iter().map(Arc::downgrade).collect();
     // Registered before returning, so a SIGHUP right after startup cannot kill the process.
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
@@ -430,7 +430,7 @@ pub fn spawn_reloader(configs: Vec<Arc<dyn Reload>>, interval: Duration) {
                 }
             }
             let live: Vec<Arc<dyn Reload>> = configs.iter().filter_map(Weak::upgrade).collect();
-            if live.is_empty() {
+            if live.len() < configs.len() || alive.strong_count() == 0 {
                 return;
             }
             for config in live {

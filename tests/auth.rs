@@ -140,16 +140,17 @@ async fn configured_server_credentials_are_injected_into_the_message() {
     let server = start_fake("s").await;
     let proxy = start_proxy(
         "",
-        "\n[servers.auth]\nusername = \"proxy\"\npassword_env = \"PINOT_PROXY_TEST_SERVER_PASSWORD\"\n",
+        &format!(
+            "\n[servers.auth]\nusername = \"proxy\"\npassword_env = \"PINOT_PROXY_TEST_SERVER_PASSWORD\"\n\
+             [auth]\ngrpc = \"required\"\n{}",
+            users()
+        ),
     )
     .await;
     let request = trino_request("blocks:1:10:1", server.port());
-    submit(
-        &proxy,
-        with_authorization(request.clone(), Some("Basic Y2FsbGVyOnNlY3JldA==")),
-    )
-    .await
-    .unwrap();
+    submit(&proxy, with_authorization(request.clone(), Some(BEARER)))
+        .await
+        .unwrap();
     let seen = ServerRequest::decode(server.seen.last_message().as_slice()).unwrap();
     assert_eq!(seen.metadata["authorization"], basic("proxy", "pinot-pass"));
     assert_eq!(
@@ -233,4 +234,175 @@ fn a_policy_needing_users_without_any_is_a_config_error() {
     )
     .unwrap_err();
     assert!(format!("{err:#}").contains("client_ca_file"), "{err:#}");
+}
+
+/// Opens a `Submit` stream on a raw HTTP/2 connection, sends `first` and keeps the request
+/// body open; returns the response (or the error) as soon as the proxy answers.
+async fn open_submit(
+    proxy: &Proxy,
+    headers: &[(&str, &str)],
+    first: Vec<u8>,
+) -> (
+    Result<http::Response<hyper::body::Incoming>, hyper::Error>,
+    tokio::sync::mpsc::Sender<Result<http_body::Frame<bytes::Bytes>, std::convert::Infallible>>,
+) {
+    let tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(connection);
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(Ok(http_body::Frame::data(bytes::Bytes::from(first))))
+        .await
+        .unwrap();
+    let body = http_body_util::StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+    let mut request = http::Request::post(format!("http://proxy{SUBMIT}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = tokio::time::timeout(WAIT, sender.send_request(request.body(body).unwrap()))
+        .await
+        .expect("the proxy answers without the rest of the message");
+    (response, tx)
+}
+
+fn grpc_status(response: &http::Response<hyper::body::Incoming>) -> Option<&str> {
+    response
+        .headers()
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+}
+
+#[tokio::test]
+async fn header_credentials_are_checked_before_the_message_is_read() {
+    let proxy = start_proxy("", &format!("\n[auth]\ngrpc = \"required\"\n{}", users())).await;
+    // A header announcing a 16 MiB message, of which nothing more is sent.
+    let header = vec![0, 0xff, 0xff, 0xff, 0];
+    let wrong = basic("XkQBXKr652MV1VF9", "wrong");
+    let (response, _keep_open) =
+        open_submit(&proxy, &[("authorization", wrong.as_str())], header).await;
+    assert_eq!(grpc_status(&response.unwrap()), Some("16"));
+}
+
+#[tokio::test]
+async fn a_first_message_that_never_completes_times_out() {
+    let proxy = start_proxy("first_message_timeout_ms = 200", "").await;
+    let (response, _keep_open) = open_submit(&proxy, &[], vec![0, 0, 0, 1, 0, 1, 2]).await;
+    let response = response.unwrap();
+    assert_eq!(grpc_status(&response), Some("3"));
+    let message = response.headers()["grpc-message"].to_str().unwrap();
+    assert!(message.contains("first_message_timeout_ms"), "{message}");
+}
+
+#[tokio::test]
+async fn first_messages_being_read_share_a_memory_budget() {
+    let proxy = start_proxy(
+        "max_routing_message_bytes = 1000000\nrouting_buffer_bytes = 1500000\n\
+         first_message_timeout_ms = 2000",
+        "",
+    )
+    .await;
+    // Two calls each announce 900 kB and send no more: only one fits the budget. The other
+    // is refused at once; the one that fits times out waiting for its message.
+    let first = [&[0u8][..], &900_000u32.to_be_bytes()].concat();
+    let ((a, _a_open), (b, _b_open)) = tokio::join!(
+        open_submit(&proxy, &[], first.clone()),
+        open_submit(&proxy, &[], first.clone())
+    );
+    let messages = [grpc_message(&a.unwrap()), grpc_message(&b.unwrap())];
+    let count = |needle: &str| messages.iter().filter(|m| m.contains(needle)).count();
+    assert_eq!(count("routing_buffer_bytes"), 1, "{messages:?}");
+    assert_eq!(count("first_message_timeout_ms"), 1, "{messages:?}");
+}
+
+fn grpc_message(response: &http::Response<hyper::body::Incoming>) -> String {
+    response
+        .headers()
+        .get("grpc-message")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[tokio::test]
+async fn injection_keeps_unknown_fields_and_survives_a_content_length() {
+    // Regression: the caller's content-length was forwarded with a rewritten message.
+    std::env::set_var("PINOT_PROXY_TEST_INJECT_PASSWORD", "pw");
+    let server = start_raw_server(Raw::Echo).await;
+    let proxy = start_proxy(
+        "",
+        &format!(
+            "\n[servers.auth]\nusername = \"proxy\"\npassword_env = \"PINOT_PROXY_TEST_INJECT_PASSWORD\"\n\
+             [auth]\ngrpc = \"required\"\n{}",
+            users()
+        ),
+    )
+    .await;
+    let mut message = trino_request("blocks:1:1:1", server.port()).encode_to_vec();
+    message.extend_from_slice(&[0x7a, 3, b'n', b'e', b'w']);
+    let body = frame(&message);
+    let length = body.len().to_string();
+    let headers = [
+        ("content-length", length.as_str()),
+        ("authorization", BEARER),
+    ];
+    let raw = raw_call(proxy.addr, SUBMIT, &headers, body).await;
+    assert_eq!(
+        raw.grpc_status().as_deref(),
+        Some("0"),
+        "{}",
+        raw.grpc_message()
+    );
+    let seen = server.seen.last_message();
+    let forwarded = &seen[5..];
+    let decoded = ServerRequest::decode(forwarded).unwrap();
+    assert_eq!(decoded.metadata["authorization"], basic("proxy", "pw"));
+    assert!(
+        forwarded.ends_with(&[0x7a, 3, b'n', b'e', b'w'])
+            || forwarded
+                .windows(5)
+                .any(|w| w == [0x7a, 3, b'n', b'e', b'w'])
+    );
+}
+
+#[tokio::test]
+async fn a_compressed_first_message_is_refused_when_credentials_must_change() {
+    let server = start_raw_server(Raw::Echo).await;
+    let proxy = start_proxy("", "").await;
+    let port = server.port().to_string();
+    let mut body = frame(b"compressed bytes");
+    body[0] = 1;
+    let headers = [
+        ("forward_host", "127.0.0.1"),
+        ("forward_port", port.as_str()),
+        ("grpc-encoding", "gzip"),
+    ];
+    let raw = raw_call(proxy.addr, SUBMIT, &headers, body).await;
+    assert_eq!(raw.grpc_status().as_deref(), Some("3"));
+    assert!(
+        raw.grpc_message().contains("compressed"),
+        "{}",
+        raw.grpc_message()
+    );
+    assert_eq!(server.seen.request_count(), 0);
+}
+
+#[test]
+fn lending_pinot_credentials_to_unchecked_callers_is_a_config_error() {
+    let base = "[server]\nlisten = \"127.0.0.1:0\"\n[servers]\n";
+    for (extra, expected) in [
+        ("[servers.auth]\nusername = \"p\"\npassword_env = \"PATH\"\n", "auth.grpc"),
+        (
+            "[controller]\nurls = [\"http://c:9000\"]\n[controller.auth]\nusername = \"admin\"\npassword_env = \"PATH\"\n",
+            "auth.rest",
+        ),
+    ] {
+        let err = pinot_proxy::Config::parse(&format!("{base}{extra}")).unwrap_err();
+        assert!(format!("{err:#}").contains(expected), "{err:#}");
+    }
 }

@@ -298,3 +298,16 @@ fn sighup_reloads_tls_and_sigterm_exits_cleanly() {
     assert!(status.success(), "{status:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn sighup_without_tls_does_not_stop_the_proxy() {
+    // Regression: with no TLS files nothing handled SIGHUP, and its default action ended
+    // the process.
+    let config = TempConfig::new("[server]\nlisten = \"127.0.0.1:0\"\n[servers]\n");
+    let proxy = Running::start(&config.0);
+    proxy.wait_for("serving");
+    proxy.signal("HUP");
+    proxy.wait_for("SIGHUP");
+    proxy.signal("TERM");
+    proxy.wait_for("all connections closed");
+}

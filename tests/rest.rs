@@ -1108,7 +1108,9 @@ async fn configured_credentials_replace_the_callers_per_component() {
         "[controller]\nurls = [\"{}\"]\n[controller.auth]\nusername = \"ctl\"\n\
          password_env = \"PINOT_PROXY_TEST_CONTROLLER_PASSWORD\"\n\
          [broker]\nurls = [\"{}\"]\n[broker.auth]\nusername = \"brk\"\n\
-         password_env = \"PINOT_PROXY_TEST_BROKER_PASSWORD\"\n",
+         password_env = \"PINOT_PROXY_TEST_BROKER_PASSWORD\"\n\
+         [auth]\nrest = \"required\"\n[[auth.users]]\nusername = \"caller\"\n\
+         password_sha256 = \"2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b\"\n",
         controller.url(),
         broker.url()
     )))
