@@ -5,7 +5,6 @@
 use crate::auth::{Authenticator, Upstream};
 use crate::error::{ProxyError, Source};
 use crate::pool::{Lease, Origin, Pool};
-use crate::proto::ServerRequest;
 use crate::rest::Rest;
 use crate::route::{self, Target};
 use crate::tls::ClientIdentity;
@@ -388,6 +387,15 @@ pub fn parse_timeout(value: &HeaderValue) -> Result<Duration, ProxyError> {
     })
 }
 
+/// The part of `ServerRequest` (proto/server.proto) routing and auth read: its metadata map.
+/// Decoding only this skips allocating the SQL text and segment lists of every call, while
+/// the other fields are still checked to be well-formed.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RequestMetadata {
+    #[prost(map = "string, string", tag = "1")]
+    metadata: HashMap<String, String>,
+}
+
 /// The first gRPC message of a request, as the bytes read from the client.
 struct FirstMessage {
     /// Its share of the routing budget, returned when the message is sent on.
@@ -400,11 +408,11 @@ struct FirstMessage {
 
 impl FirstMessage {
     /// Decodes the message; `None` when it is compressed.
-    fn decode(&self) -> Option<Result<ServerRequest, prost::DecodeError>> {
+    fn decode(&self) -> Option<Result<RequestMetadata, prost::DecodeError>> {
         if self.compressed {
             return None;
         }
-        Some(ServerRequest::decode(&self.bytes[5..5 + self.length]))
+        Some(RequestMetadata::decode(&self.bytes[5..5 + self.length]))
     }
 }
 
