@@ -187,24 +187,12 @@ async fn pass_through_forwards_the_callers_own() {
 async fn rest_required_answers_401_with_a_challenge() {
     let proxy = start_proxy("", &format!("\n[auth]\nrest = \"required\"\n{}", users())).await;
     let get = |authorization: Option<String>| async move {
-        let tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
-        let (mut sender, connection) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
-                .await
-                .unwrap();
-        tokio::spawn(connection);
-        let mut request = http::Request::get("/tables").header("host", "proxy");
-        if let Some(value) = authorization {
-            request = request.header("authorization", value);
-        }
-        sender
-            .send_request(
-                request
-                    .body(http_body_util::Empty::<bytes::Bytes>::new())
-                    .unwrap(),
-            )
-            .await
-            .unwrap()
+        let headers: Vec<(&str, &str)> = authorization
+            .as_deref()
+            .map(|value| ("authorization", value))
+            .into_iter()
+            .collect();
+        http1_get(proxy.addr, "/tables", &headers).await
     };
     let refused = get(None).await;
     assert_eq!(refused.status(), http::StatusCode::UNAUTHORIZED);

@@ -368,24 +368,9 @@ async fn proxy_errors_are_grpc_statuses_naming_the_cause() {
 #[tokio::test]
 async fn non_grpc_requests_get_a_clear_http_error() {
     let proxy = start_proxy("", "").await;
-    let tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
-            .await
-            .unwrap();
-    tokio::spawn(connection);
-    let response = sender
-        .send_request(
-            http::Request::get("/tables")
-                .header("host", "proxy")
-                .body(http_body_util::Empty::<bytes::Bytes>::new())
-                .unwrap(),
-        )
-        .await
-        .unwrap();
+    let response = http1_get(proxy.addr, "/tables", &[]).await;
     assert_eq!(response.status(), http::StatusCode::NOT_FOUND);
-    use http_body_util::BodyExt;
-    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let body = response.into_body();
     let body = String::from_utf8_lossy(&body);
     assert!(
         body.contains("GET /tables") && body.contains("gRPC"),

@@ -225,20 +225,7 @@ async fn grpc_and_http1_share_one_tls_port() {
         .await
         .unwrap();
     assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(connection);
-    let response = sender
-        .send_request(
-            http::Request::get("/tables")
-                .header("host", "localhost")
-                .body(http_body_util::Empty::<bytes::Bytes>::new())
-                .unwrap(),
-        )
-        .await
-        .unwrap();
+    let response = http1_get_on(stream, "/tables", &[]).await;
     assert_eq!(response.status(), http::StatusCode::NOT_FOUND);
 
     // A plaintext client on the TLS port gets no service.
@@ -636,23 +623,8 @@ async fn https_controller_urls_use_the_component_tls_config() {
         );
     let (addr, server) = proxy_from(&text).await;
     let _stop = run(server);
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
-            .await
-            .unwrap();
-    tokio::spawn(connection);
-    let response = sender
-        .send_request(
-            http::Request::get("/tables")
-                .header("host", "proxy")
-                .body(http_body_util::Empty::<bytes::Bytes>::new())
-                .unwrap(),
-        )
-        .await
-        .unwrap();
+    let response = http1_get(addr, "/tables", &[]).await;
     assert_eq!(response.status(), http::StatusCode::OK);
-    use http_body_util::BodyExt;
-    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let body = response.into_body();
     assert_eq!(&body[..], b"controller saw /tables");
 }

@@ -780,3 +780,38 @@ pub async fn start_proxy_config(text: &str) -> Proxy {
         done: Some(done),
     }
 }
+
+/// One HTTP/1.1 GET on a connected stream (plain or TLS); the whole response.
+pub async fn http1_get_on<I>(io: I, path: &str, headers: &[(&str, &str)]) -> http::Response<Bytes>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let mut request = http::Request::get(path).header("host", "proxy");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = sender
+        .send_request(request.body(http_body_util::Empty::<Bytes>::new()).unwrap())
+        .await
+        .unwrap();
+    let (parts, body) = response.into_parts();
+    let body = tokio::time::timeout(WAIT, body.collect())
+        .await
+        .expect("response ends")
+        .unwrap()
+        .to_bytes();
+    http::Response::from_parts(parts, body)
+}
+
+/// [`http1_get_on`] a new plaintext connection to `addr`.
+pub async fn http1_get(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> http::Response<Bytes> {
+    http1_get_on(TcpStream::connect(addr).await.unwrap(), path, headers).await
+}
