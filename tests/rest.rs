@@ -255,6 +255,15 @@ fn config(sections: &str) -> String {
     format!("[server]\nlisten = \"127.0.0.1:0\"\n[servers]\nallow = [\"127.0.0.1\"]\n{sections}")
 }
 
+/// A proxy with only `[controller]`, at `controller`.
+async fn proxy_for_controller(controller: &FakeRest) -> Proxy {
+    start_proxy_config(&config(&format!(
+        "[controller]\nurls = [\"{}\"]\n",
+        controller.url()
+    )))
+    .await
+}
+
 /// Both components, forwarding the caller's own credentials (Pinot checks them).
 fn both(controller: &FakeRest, broker: &FakeRest) -> String {
     config(&format!(
@@ -527,11 +536,7 @@ async fn user_routes_take_precedence_at_segment_boundaries() {
 #[tokio::test]
 async fn forwarded_headers_are_added_and_hop_by_hop_headers_dropped() {
     let controller = start_rest("controller").await;
-    let proxy = start_proxy_config(&config(&format!(
-        "[controller]\nurls = [\"{}\"]\n",
-        controller.url()
-    )))
-    .await;
+    let proxy = proxy_for_controller(&controller).await;
 
     let mut client = Client::open(proxy.addr, Proto::Http1).await;
     let mut request = client
@@ -783,11 +788,7 @@ async fn all_controllers_down_is_503_naming_the_controller() {
 #[tokio::test]
 async fn a_missing_broker_section_is_502_naming_it() {
     let controller = start_rest("controller").await;
-    let proxy = start_proxy_config(&config(&format!(
-        "[controller]\nurls = [\"{}\"]\n",
-        controller.url()
-    )))
-    .await;
+    let proxy = proxy_for_controller(&controller).await;
     let mut client = Client::open(proxy.addr, Proto::Http1).await;
     let answer = client
         .call(Method::POST, "/query/sql", &[], br#"{"sql":"SELECT 1"}"#)
@@ -807,11 +808,7 @@ async fn a_missing_broker_section_is_502_naming_it() {
 #[tokio::test]
 async fn a_10_mib_response_arrives_byte_for_byte() {
     let controller = start_rest("controller").await;
-    let proxy = start_proxy_config(&config(&format!(
-        "[controller]\nurls = [\"{}\"]\n",
-        controller.url()
-    )))
-    .await;
+    let proxy = proxy_for_controller(&controller).await;
     let expected: Vec<u8> = (0..BIG_CHUNKS)
         .flat_map(|i| big_chunk(i).to_vec())
         .collect();
@@ -828,11 +825,7 @@ async fn a_10_mib_response_arrives_byte_for_byte() {
 #[tokio::test]
 async fn bodies_stream_through_without_being_buffered() {
     let controller = start_rest("controller").await;
-    let proxy = start_proxy_config(&config(&format!(
-        "[controller]\nurls = [\"{}\"]\n",
-        controller.url()
-    )))
-    .await;
+    let proxy = proxy_for_controller(&controller).await;
     for proto in [Proto::Http1, Proto::Http2] {
         let mut client = Client::open(proxy.addr, proto).await;
 
@@ -978,11 +971,7 @@ async fn grpc_submit(
 async fn grpc_and_rest_share_one_http2_connection() {
     let server = start_fake("server-0").await;
     let controller = start_rest("controller").await;
-    let proxy = start_proxy_config(&config(&format!(
-        "[controller]\nurls = [\"{}\"]\n",
-        controller.url()
-    )))
-    .await;
+    let proxy = proxy_for_controller(&controller).await;
     let client = Client::open(proxy.addr, Proto::Http2).await;
     let sender = client.h2.clone().unwrap();
     let rest = |path: &'static str| {
