@@ -68,6 +68,23 @@ pub struct RoutingLimits {
     pub budget_bytes: u32,
 }
 
+/// A random id for this proxy process, sent in [`VIA_HEADER`].
+pub fn instance_id() -> HeaderValue {
+    use std::hash::{BuildHasher, Hasher};
+    let random = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    HeaderValue::try_from(format!("{random:016x}")).expect("hex digits are a valid header value")
+}
+
+/// Whether `headers` show the request already passed through the proxy with `instance`.
+pub fn came_through(headers: &HeaderMap, instance: &HeaderValue) -> bool {
+    headers
+        .get_all(VIA_HEADER)
+        .iter()
+        .any(|via| via.as_bytes() == instance.as_bytes())
+}
+
 /// Forwards gRPC calls to the servers they name.
 #[derive(Clone)]
 pub struct Forwarder {
@@ -86,13 +103,8 @@ impl Forwarder {
         auth: Arc<Authenticator>,
         upstream_auth: Upstream,
         rest: Option<Arc<Rest>>,
+        instance: HeaderValue,
     ) -> Forwarder {
-        use std::hash::{BuildHasher, Hasher};
-        let random = std::collections::hash_map::RandomState::new()
-            .build_hasher()
-            .finish();
-        let instance = HeaderValue::try_from(format!("{random:016x}"))
-            .expect("hex digits are a valid header value");
         Forwarder {
             pool,
             limits,
@@ -145,11 +157,7 @@ impl Forwarder {
         };
         let (mut parts, mut body) = request.into_parts();
         let header_target = route::target_from_headers(&parts.headers)?;
-        let looped = parts
-            .headers
-            .get_all(VIA_HEADER)
-            .iter()
-            .any(|via| via.as_bytes() == self.instance.as_bytes());
+        let looped = came_through(&parts.headers, &self.instance);
 
         let identity = parts.extensions.get::<ClientIdentity>().cloned();
         let mut prefix = None;

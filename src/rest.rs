@@ -408,6 +408,8 @@ impl hyper::rt::Write for MaybeTls {
 
 /// Forwards REST requests to the controller or broker.
 pub struct Rest {
+    /// This proxy's id in `pinot-proxy-via`, to refuse requests that loop back to it.
+    instance: HeaderValue,
     controller: Option<Upstreams>,
     broker: Option<Upstreams>,
     routes: Vec<RouteConfig>,
@@ -458,7 +460,7 @@ impl Upstreams {
 
 impl Rest {
     /// `None` when neither a controller nor a broker is configured.
-    pub fn new(config: &Config) -> anyhow::Result<Option<Rest>> {
+    pub fn new(config: &Config, instance: HeaderValue) -> anyhow::Result<Option<Rest>> {
         if config.controller.is_none() && config.broker.is_none() {
             return Ok(None);
         }
@@ -521,6 +523,7 @@ impl Rest {
             None => None,
         };
         Ok(Some(Rest {
+            instance,
             controller,
             broker,
             routes: rest.routes.clone(),
@@ -584,6 +587,9 @@ impl Rest {
         }
         let component = route(&self.routes, path);
         record.component = Some(component);
+        if crate::grpc::came_through(request.headers(), &self.instance) {
+            return Err(RestError::Loop { component });
+        }
         let upstreams = match component {
             Component::Controller => self.controller.as_ref(),
             Component::Broker => self.broker.as_ref(),
@@ -602,6 +608,7 @@ impl Rest {
             .to_owned();
         let mut headers = forwarded_headers(&parts, peer);
         upstreams.credentials.apply(&mut headers);
+        headers.append(crate::grpc::VIA_HEADER, self.instance.clone());
         let idempotent = is_idempotent(&parts.method);
         let slot = Arc::new(BodySlot::new(body));
 
@@ -872,6 +879,8 @@ enum RestError {
     },
     #[error("reading the request body from the client failed: {0}")]
     ClientBody(String),
+    #[error("the request came back through this proxy: a [{}] URL points at the proxy itself", component.name())]
+    Loop { component: Component },
 }
 
 impl RestError {
@@ -883,13 +892,14 @@ impl RestError {
             RestError::NotConfigured { .. } | RestError::Upstream { .. } => StatusCode::BAD_GATEWAY,
             RestError::Unreachable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             RestError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            RestError::Loop { .. } => StatusCode::LOOP_DETECTED,
         }
     }
 
     fn source_side(&self) -> Source {
         match self {
             RestError::BadRequest(_) | RestError::ClientBody(_) => Source::Client,
-            RestError::NotConfigured { .. } => Source::Proxy,
+            RestError::NotConfigured { .. } | RestError::Loop { .. } => Source::Proxy,
             RestError::Unreachable { .. }
             | RestError::Upstream { .. }
             | RestError::Timeout { .. } => Source::Upstream,
@@ -902,7 +912,8 @@ impl RestError {
             RestError::NotConfigured { component, .. }
             | RestError::Unreachable { component, .. }
             | RestError::Upstream { component, .. }
-            | RestError::Timeout { component, .. } => Some(*component),
+            | RestError::Timeout { component, .. }
+            | RestError::Loop { component } => Some(*component),
         }
     }
 
@@ -1507,7 +1518,9 @@ mod tests {
              urls = [\"http://c0:9000\", \"http://c1:9000\", \"http://c2:9000\"]\n",
         )
         .unwrap();
-        let rest = Rest::new(&config).unwrap().unwrap();
+        let rest = Rest::new(&config, crate::grpc::instance_id())
+            .unwrap()
+            .unwrap();
         let upstreams = rest.controller.as_ref().unwrap();
         assert_eq!(upstreams.candidates(10), [0, 1, 2]);
         assert_eq!(upstreams.candidates(10), [1, 2, 0]);

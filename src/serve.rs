@@ -54,7 +54,8 @@ impl Server {
             .transpose()?;
         let auth = Arc::new(Authenticator::new(&config.auth)?);
         let upstream_auth = config.servers.auth.resolve("servers.auth")?;
-        let rest = Rest::new(config)?.map(Arc::new);
+        let instance = crate::grpc::instance_id();
+        let rest = Rest::new(config, instance.clone())?.map(Arc::new);
         let listener = TcpListener::bind(config.server.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.server.listen))?;
@@ -86,7 +87,14 @@ impl Server {
             )),
             budget_bytes: config.server.routing_buffer_bytes,
         };
-        let forwarder = Forwarder::new(pool, limits, auth.clone(), upstream_auth, rest.clone());
+        let forwarder = Forwarder::new(
+            pool,
+            limits,
+            auth.clone(),
+            upstream_auth,
+            rest.clone(),
+            instance,
+        );
         let mut builder = auto::Builder::new(TokioExecutor::new());
         // With a timer, HTTP/1.1 connections that do not finish their headers within 30 s
         // are closed.

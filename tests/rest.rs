@@ -1135,3 +1135,26 @@ async fn configured_credentials_replace_the_callers_per_component() {
         Some("Basic YnJrOmItcGFzcw==")
     );
 }
+
+#[tokio::test]
+async fn a_controller_url_pointing_at_the_proxy_is_a_loop_not_a_recursion() {
+    let port = dead_port().await;
+    let proxy = start_proxy_config(&format!(
+        "[server]\nlisten = \"127.0.0.1:{port}\"\n[servers]\n\
+         [controller]\nurls = [\"http://127.0.0.1:{port}\"]\n"
+    ))
+    .await;
+    let mut client = Client::open(proxy.addr, Proto::Http1).await;
+    let answer = client.get("/tables").await;
+    assert_eq!(
+        answer.status,
+        StatusCode::LOOP_DETECTED,
+        "{}",
+        answer.text()
+    );
+    assert!(
+        answer.text().contains("points at the proxy itself"),
+        "{}",
+        answer.text()
+    );
+}
