@@ -225,6 +225,11 @@ impl Forwarder {
             });
         }
         parts.headers.append(VIA_HEADER, self.instance.clone());
+        if let Some(at) = deadline {
+            // The server gets what is left, not what the caller started with.
+            let left = at.saturating_duration_since(Instant::now());
+            parts.headers.insert("grpc-timeout", encode_timeout(left));
+        }
 
         let path = parts
             .uri
@@ -370,6 +375,24 @@ fn strip_te(headers: &mut HeaderMap) {
     if trailers {
         headers.insert(http::header::TE, HeaderValue::from_static("trailers"));
     }
+}
+
+/// Encodes a `grpc-timeout` value: at most 8 digits, in the finest unit that fits.
+pub fn encode_timeout(left: Duration) -> HeaderValue {
+    const MAX: u128 = 99_999_999;
+    let value = [
+        (left.as_micros(), "u"),
+        (left.as_millis(), "m"),
+        (u128::from(left.as_secs()), "S"),
+        (u128::from(left.as_secs() / 60), "M"),
+    ]
+    .into_iter()
+    .find(|(amount, _)| *amount <= MAX)
+    .map_or_else(
+        || format!("{}H", (left.as_secs() / 3600).min(MAX as u64)),
+        |(amount, unit)| format!("{amount}{unit}"),
+    );
+    HeaderValue::try_from(value).expect("digits and a unit are a valid header value")
 }
 
 /// Parses `grpc-timeout`: 1 to 8 digits and a unit (H, M, S, m, u, n).
@@ -696,6 +719,73 @@ impl Drop for CallRecord {
                 grpc.method = %self.method, target, grpc.status = status, duration_ms,
                 bytes_in, bytes_out = self.bytes_out, "call"
             ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeout_parsing_table() {
+        let ok = [
+            ("1H", Duration::from_secs(3600)),
+            ("2M", Duration::from_secs(120)),
+            ("3S", Duration::from_secs(3)),
+            ("250m", Duration::from_millis(250)),
+            ("7u", Duration::from_micros(7)),
+            ("99999999n", Duration::from_nanos(99_999_999)),
+        ];
+        for (text, expected) in ok {
+            let value = HeaderValue::from_static(text);
+            assert_eq!(parse_timeout(&value).unwrap(), expected, "{text}");
+        }
+        for bad in [
+            "",
+            "m",
+            "10",
+            "123456789m",
+            "1.5S",
+            "-1S",
+            "1s",
+            "1 S",
+            "１S",
+        ] {
+            let value = HeaderValue::from_str(bad).unwrap_or(HeaderValue::from_static("x"));
+            assert!(parse_timeout(&value).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn encoded_timeouts_parse_back_within_one_unit() {
+        for left in [
+            Duration::ZERO,
+            Duration::from_micros(1500),
+            Duration::from_millis(250),
+            Duration::from_secs(200_000),
+            Duration::from_secs(100_000_000 * 60),
+            Duration::MAX,
+        ] {
+            let encoded = encode_timeout(left);
+            let parsed = parse_timeout(&encoded).unwrap();
+            assert!(parsed <= left, "{left:?} -> {encoded:?}");
+        }
+        assert_eq!(encode_timeout(Duration::from_millis(250)), "250000u");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn timeout_parsing_never_panics(text in "\\PC{0,12}") {
+            if let Ok(value) = HeaderValue::from_str(&text) {
+                let _ = parse_timeout(&value);
+            }
+        }
+
+        #[test]
+        fn encoding_always_parses(micros in 0u64..u64::MAX) {
+            let left = Duration::from_micros(micros);
+            proptest::prop_assert!(parse_timeout(&encode_timeout(left)).unwrap() <= left);
         }
     }
 }
