@@ -290,16 +290,22 @@ impl Allowlist {
     }
 
     fn address_allowed(&self, ip: IpAddr) -> bool {
+        static SPECIAL: std::sync::LazyLock<Vec<IpNet>> = std::sync::LazyLock::new(|| {
+            SPECIAL_NETS
+                .iter()
+                .map(|net| net.parse().expect("SPECIAL_NETS are valid CIDR blocks"))
+                .collect()
+        });
         let ip = ip.to_canonical();
-        let special: Vec<IpNet> = SPECIAL_NETS
+        let mut special = SPECIAL
             .iter()
-            .filter_map(|net| net.parse::<IpNet>().ok())
-            .filter(|net| net.contains(&ip))
-            .collect();
-        special.is_empty()
-            || self
-                .nets()
-                .any(|net| net.contains(&ip) && special.iter().any(|range| range.contains(net)))
+            .filter(|range| range.contains(&ip))
+            .peekable();
+        special.peek().is_none()
+            || special.any(|range| {
+                self.nets()
+                    .any(|net| net.contains(&ip) && range.contains(net))
+            })
     }
 
     fn nets(&self) -> impl Iterator<Item = &IpNet> {
