@@ -10,10 +10,17 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock build.rs ./
 COPY proto ./proto
 COPY tests/proto ./tests/proto
+# Cargo.toml declares the benchmark target; its files must exist for the manifest to load.
+COPY benches ./benches
 COPY src ./src
 RUN cargo build --release --locked --bin pinot-proxy
 
 FROM debian:bookworm-slim
+# System CA roots, for TLS to Pinot without a ca_file ([servers.tls], https REST URLs).
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends ca-certificates \
+    && rm -rf /var/lib/apt/lists/*
 RUN useradd --system --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin pinot-proxy
 COPY --from=builder /src/target/release/pinot-proxy /usr/local/bin/pinot-proxy
 COPY config/container.toml /etc/pinot-proxy/pinot-proxy.toml
