@@ -623,8 +623,12 @@ impl Body for ForwardBody {
         }
     }
 
+    // An upstream answer that ended with its HEADERS frame (a status and no message, as
+    // Pinot sends `NOT_FOUND: Table not found`) must leave as one HEADERS frame too: hyper
+    // would otherwise send the headers open and end the stream with an empty DATA frame,
+    // which grpc-java rejects as INTERNAL.
     fn is_end_stream(&self) -> bool {
-        self.inner.is_none()
+        self.inner.as_ref().is_none_or(Body::is_end_stream)
     }
 }
 

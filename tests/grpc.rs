@@ -265,6 +265,35 @@ async fn statuses_and_trailers_pass_through_before_and_after_data() {
     );
 }
 
+// Regression: a status with no message (Pinot's `NOT_FOUND: Table not found`) left the proxy
+// as HEADERS plus an empty DATA frame ending the stream, which grpc-java rejects as INTERNAL.
+#[tokio::test]
+async fn a_status_without_messages_stays_trailers_only() {
+    let server = start_raw_server(Raw::TrailersOnly).await;
+    let proxy = start_proxy("", "").await;
+    let body = frame(&trino_request("select 1", server.port()).encode_to_vec());
+
+    let direct = raw_call(server.addr, SUBMIT, &[], body.clone()).await;
+    assert!(direct.ended_with_headers, "the fake answers trailers-only");
+    let proxied = raw_call(proxy.addr, SUBMIT, &[], body).await;
+    assert!(
+        proxied.ended_with_headers,
+        "the status must end the stream in the HEADERS frame"
+    );
+    assert!(proxied.body.is_empty() && proxied.trailers.is_none());
+    assert_eq!(proxied.grpc_status().as_deref(), Some("5"));
+    assert_eq!(proxied.grpc_message(), "Table not found");
+
+    // The proxy's own errors are trailers-only as well.
+    let mut refused = trino_request("select 1", 1);
+    refused
+        .metadata
+        .insert("FORWARD_HOST".into(), "10.0.0.1".into());
+    let refused = raw_call(proxy.addr, SUBMIT, &[], frame(&refused.encode_to_vec())).await;
+    assert!(refused.ended_with_headers);
+    assert_eq!(refused.grpc_status().as_deref(), Some("7"));
+}
+
 #[tokio::test]
 async fn proxy_errors_are_grpc_statuses_naming_the_cause() {
     let server = start_fake("s").await;

@@ -566,6 +566,9 @@ pub struct RawResponse {
     pub headers: http::HeaderMap,
     pub body: Bytes,
     pub trailers: Option<http::HeaderMap>,
+    /// Whether the response HEADERS frame itself ended the stream (a trailers-only answer),
+    /// as strict clients such as grpc-java require when no message follows.
+    pub ended_with_headers: bool,
 }
 
 impl RawResponse {
@@ -630,6 +633,7 @@ where
         .send_request(request.body(Full::new(Bytes::from(body))).unwrap())
         .await?;
     let (parts, body) = response.into_parts();
+    let ended_with_headers = http_body::Body::is_end_stream(&body);
     let collected = tokio::time::timeout(WAIT, body.collect())
         .await
         .expect("response ends")?;
@@ -639,6 +643,7 @@ where
         headers: parts.headers,
         body: collected.to_bytes(),
         trailers,
+        ended_with_headers,
     })
 }
 
@@ -654,6 +659,9 @@ pub enum Raw {
     /// Streams 1 MiB data frames without end, counting the bytes handed to HTTP/2 in
     /// `Seen::produced`.
     Flood,
+    /// Answers as Pinot's server does for a missing table: one HEADERS frame carrying
+    /// `grpc-status: 5` and `grpc-message: Table not found` with END_STREAM, no message.
+    TrailersOnly,
 }
 
 /// A bare HTTP/2 server (no gRPC library) that records request headers and counts requests
@@ -734,6 +742,15 @@ pub async fn raw_answer(
             });
             Ok(response
                 .body(BodyExt::boxed(http_body_util::StreamBody::new(body)))
+                .unwrap())
+        }
+        Raw::TrailersOnly => {
+            seen.requests.lock().unwrap().push((headers, Vec::new()));
+            std::mem::forget(guard);
+            Ok(response
+                .header("grpc-status", "5")
+                .header("grpc-message", "Table not found")
+                .body(BodyExt::boxed(http_body_util::Empty::new()))
                 .unwrap())
         }
         Raw::Echo => {
