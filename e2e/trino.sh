@@ -18,8 +18,8 @@ TRINO_E2E_DIR=${TRINO_E2E_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)}
 source "$TRINO_E2E_DIR/versions.sh"
 TRINO_CACHE=${TRINO_CACHE:-$TRINO_E2E_DIR/.cache}
 TRINO_HOME=${TRINO_HOME:-$TRINO_CACHE/trino-$TRINO_VERSION}
-TRINO_CLI_JAR=${TRINO_CLI_JAR:-$TRINO_CACHE/trino-cli-$TRINO_VERSION-executable.jar}
-# Plugins extracted from the tarball (pinot for the suite, memory for the self-test only).
+TRINO_CLI_JAR=${TRINO_CLI_JAR:-$TRINO_CACHE/trino-cli-$TRINO_CLI_VERSION-executable.jar}
+# Plugins fetched (pinot for the suite, memory for the self-test only).
 TRINO_EXTRACT_PLUGINS=${TRINO_EXTRACT_PLUGINS:-pinot memory}
 # Plugins a run loads (a per-run plugin.dir of symlinks): fewer plugins, faster start.
 TRINO_PLUGINS=${TRINO_PLUGINS:-pinot}
@@ -40,75 +40,43 @@ _trino_pids_file() { echo "${E2E_RUN_DIR:-$TRINO_E2E_DIR/.cache/run}/pids"; }
 _trino_java() { echo "$TRINO_JAVA_HOME/bin/java"; }
 _trino_m2() { echo "${TRINO_M2_REPO:-$HOME/.m2/repository}"; }
 
-# trino_fetch: make sure $TRINO_HOME (bin, lib, the extracted plugins) and $TRINO_CLI_JAR exist.
-# Idempotent: a marker file says the extraction completed; later calls return at once.
+# trino_fetch: make sure $TRINO_HOME (lib/ and the plugins) and $TRINO_CLI_JAR exist. The
+# server is assembled from Maven Central (trino-main with its runtime dependencies, and each
+# plugin's zip), since a full server tarball of this version is not served there.
+# Idempotent: a marker file says the assembly completed; later calls return at once.
 trino_fetch() {
     local marker="$TRINO_HOME/.extracted"
     if [[ -f $marker && -f $TRINO_CLI_JAR && "$(cat "$marker")" == "$TRINO_EXTRACT_PLUGINS" ]]; then
         return 0
     fi
     [[ -x $(_trino_java) ]] || { _trino_log "no java at $(_trino_java) (TRINO_JAVA_HOME)"; return 1; }
-    local m2 tarball cli
+    local m2 cli stage="$TRINO_HOME.tmp.$$" p zip
     m2=$(_trino_m2)
-    tarball=$m2/io/trino/trino-server/$TRINO_VERSION/trino-server-$TRINO_VERSION.tar.gz
-    cli=$m2/io/trino/trino-cli/$TRINO_VERSION/trino-cli-$TRINO_VERSION-executable.jar
-    if [[ ! -f $tarball ]]; then
-        _trino_log "fetching io.trino:trino-server:$TRINO_VERSION:tar.gz (~820 MB)"
-        mvn -B -q dependency:get -Dartifact="io.trino:trino-server:$TRINO_VERSION:tar.gz" \
-            -Dtransitive=false >&2 || { _trino_log "maven could not fetch the server tarball"; return 1; }
-    fi
+    cli=$m2/io/trino/trino-cli/$TRINO_CLI_VERSION/trino-cli-$TRINO_CLI_VERSION-executable.jar
     if [[ ! -f $cli ]]; then
-        _trino_log "fetching io.trino:trino-cli:$TRINO_VERSION:jar:executable"
-        mvn -B -q dependency:get -Dartifact="io.trino:trino-cli:$TRINO_VERSION:jar:executable" \
+        _trino_log "fetching io.trino:trino-cli:$TRINO_CLI_VERSION:jar:executable"
+        mvn -B -q dependency:get -Dartifact="io.trino:trino-cli:$TRINO_CLI_VERSION:jar:executable" \
             -Dtransitive=false >&2 || { _trino_log "maven could not fetch the cli"; return 1; }
     fi
     mkdir -p "$TRINO_CACHE" || return 1
-    if [[ ! -f $marker || "$(cat "$marker")" != "$TRINO_EXTRACT_PLUGINS" ]]; then
-        _trino_log "extracting bin/ lib/ plugin/{${TRINO_EXTRACT_PLUGINS// /,}} into $TRINO_HOME"
-        local top="trino-server-$TRINO_VERSION" stage="$TRINO_HOME.tmp.$$" p
-        rm -rf "$stage" && mkdir -p "$stage" || return 1
-        local -a prefixes=("$top/bin/" "$top/lib/" "$top/NOTICE")
-        for p in $TRINO_EXTRACT_PLUGINS; do prefixes+=("$top/plugin/$p/"); done
-        # The tarball stores most plugin jars as hard links to lib/ or to another plugin's copy:
-        # extract the wanted entries plus the targets of their links, then drop the extra dirs.
-        tar -tvzf "$tarball" | python3 -c '
-import sys
-prefixes = tuple(sys.argv[1:])
-want = []
-for line in sys.stdin:
-    line = line.rstrip("\n")
-    # "perm owner size date time NAME" or "... NAME link to TARGET" (names have no spaces)
-    fields = line.split(None, 5)
-    if len(fields) < 6:
-        continue
-    rest = fields[5]
-    name, sep, target = rest.partition(" link to ")
-    if not name.startswith(prefixes) or name.endswith("/"):
-        continue  # directories: tar would match their whole content to them, then call the
-                  # files listed next "not found"
-    if sep:
-        want.append(target)
-    want.append(name)
-seen = set()
-for n in want:
-    if n not in seen:
-        seen.add(n)
-        print(n)
-' "${prefixes[@]}" >"$stage.list" || { rm -rf "$stage" "$stage.list"; return 1; }
-        tar -xzf "$tarball" -C "$stage" --strip-components=1 --no-wildcards \
-            --verbatim-files-from -T "$stage.list" || { rm -rf "$stage" "$stage.list"; return 1; }
-        rm -f "$stage.list"
-        # keep only the wanted plugins (the link targets borrowed from others are dropped;
-        # hard links keep the data alive)
-        for p in "$stage"/plugin/*/; do
-            p=$(basename "$p")
-            [[ " $TRINO_EXTRACT_PLUGINS " == *" $p "* ]] || rm -rf "${stage:?}/plugin/$p"
-        done
-        [[ -f $stage/lib/io.trino_trino-main-$TRINO_VERSION.jar && -d $stage/plugin/pinot ]] \
-            || { _trino_log "extraction incomplete"; rm -rf "$stage"; return 1; }
-        echo "$TRINO_EXTRACT_PLUGINS" >"$stage/.extracted"
-        rm -rf "$TRINO_HOME" && mv "$stage" "$TRINO_HOME" || return 1
-    fi
+    rm -rf "$stage" && mkdir -p "$stage/plugin" || return 1
+    _trino_log "assembling Trino $TRINO_VERSION: trino-main and its dependencies into lib/"
+    mvn -B -q -f "$TRINO_E2E_DIR/trino/pom.xml" -s "$TRINO_E2E_DIR/pinot/settings.xml" \
+        dependency:copy-dependencies -Dtrino.version="$TRINO_VERSION" -DincludeScope=runtime \
+        -DoutputDirectory="$stage/lib" >&2 || { _trino_log "maven could not resolve trino-main"; rm -rf "$stage"; return 1; }
+    for p in $TRINO_EXTRACT_PLUGINS; do
+        zip=$m2/io/trino/trino-$p/$TRINO_VERSION/trino-$p-$TRINO_VERSION.zip
+        if [[ ! -f $zip ]]; then
+            mvn -B -q dependency:get -Dartifact="io.trino:trino-$p:$TRINO_VERSION:zip" \
+                -Dtransitive=false >&2 || { _trino_log "maven could not fetch plugin $p"; rm -rf "$stage"; return 1; }
+        fi
+        (cd "$stage/plugin" && unzip -q "$zip" && mv "trino-$p-$TRINO_VERSION" "$p") ||
+            { _trino_log "cannot unpack $zip"; rm -rf "$stage"; return 1; }
+    done
+    [[ -f $stage/lib/trino-main-$TRINO_VERSION.jar && -d $stage/plugin/pinot ]] \
+        || { _trino_log "assembly incomplete"; rm -rf "$stage"; return 1; }
+    echo "$TRINO_EXTRACT_PLUGINS" >"$stage/.extracted"
+    rm -rf "$TRINO_HOME" && mv "$stage" "$TRINO_HOME" || return 1
     cp -f "$cli" "$TRINO_CLI_JAR.tmp" && mv -f "$TRINO_CLI_JAR.tmp" "$TRINO_CLI_JAR" || return 1
 }
 
@@ -152,14 +120,11 @@ EOF
 -XX:ReservedCodeCacheSize=256M
 -XX:PerMethodRecompilationCutoff=10000
 -XX:PerBytecodeRecompilationCutoff=10000
--XX:+EnableDynamicAgentLoading
 $([[ $TRINO_C1_ONLY == 1 ]] && echo "-XX:TieredStopAtLevel=1")
 -Djdk.attach.allowAttachSelf=true
 -Djdk.nio.maxCachedBufferSize=2000000
 -Dfile.encoding=UTF-8
 -Djava.net.preferIPv4Stack=true
---enable-native-access=ALL-UNNAMED
---sun-misc-unsafe-memory-access=allow
 ${TRINO_JVM_EXTRA:-}
 EOF
     cat >"$etc/config.properties" <<EOF
@@ -217,7 +182,7 @@ trino_start() {
     mkdir -p "$(dirname "$(_trino_pids_file)")" || return 1
     local t0=$SECONDS
     # cwd = data dir (the launcher does the same: var/ and friends land there)
-    (cd "$run/data" && exec "$java" "${args[@]}" -cp "$TRINO_HOME/lib/*" io.trino.server.TrinoServer \
+    (cd "$run/data" && exec "$java" "${args[@]}" -cp "$TRINO_HOME/lib/*" "$TRINO_E2E_DIR/trino/StartTrino.java" "$TRINO_VERSION" \
         </dev/null >>"$log" 2>&1) &
     TRINO_PID=$!
     export TRINO_PID
@@ -290,7 +255,7 @@ trino_query_cli() {
     local catalog=${1?usage: trino_query_cli CATALOG SQL} sql=${2:?usage: trino_query_cli CATALOG SQL}
     local -a cat=()
     [[ -n $catalog ]] && cat=(--catalog "$catalog" --schema default)
-    "$(_trino_java)" -XX:TieredStopAtLevel=1 -XX:+UseSerialGC --enable-native-access=ALL-UNNAMED \
+    "$TRINO_CLI_JAVA_HOME/bin/java" -XX:TieredStopAtLevel=1 -XX:+UseSerialGC --enable-native-access=ALL-UNNAMED \
         -Dorg.jline.terminal.dumb=true -jar "$TRINO_CLI_JAR" \
         --server "${TRINO_URL:?run trino_prepare first}" --user e2e "${cat[@]}" --output-format TSV \
         --disable-auto-suggestion --execute "$sql"
@@ -340,7 +305,6 @@ EOF
     trino_catalog pinot_all <<EOF || return 1
 connector.name=pinot
 pinot.controller-urls=127.0.0.1:$closed
-pinot.broker-url=127.0.0.1:$closed
 pinot.connection-timeout=15s
 pinot.metadata-expiry=1s
 pinot.proxy.enabled=true
