@@ -295,7 +295,7 @@ for line in sys.stdin:
     s = re.search(r"grpc.status=\"?(\w+)", line)
     if t and b:
         calls += 1
-        targets.add(t.group(1).strip('"').split(":")[0])
+        targets.add(t.group(1).strip(chr(34)).split(":")[0])
         out += int(b.group(1))
 print(calls, ",".join(sorted(targets)), out)'
 }
