@@ -120,8 +120,10 @@ proxy_start() {
         tail -n 20 "$E2E_RUN_DIR/proxy-$name.log" >&2
         return 1
     fi
-    printf -v "PROXY_PORT_${name^^}" '%s' "$port"
-    export "PROXY_PORT_${name^^}"
+    local var=PROXY_PORT_${name^^}
+    var=${var//-/_}
+    printf -v "$var" '%s' "$port"
+    export "${var?}"
 }
 
 # The servers' section every proxy shares: the two servers' addresses only.
@@ -192,6 +194,106 @@ make_tls() {
         -keystore "$dir/truststore.p12" -storetype PKCS12 -storepass e2e-trust >/dev/null 2>&1
 }
 
+# make_client_cert: a client certificate for Trino signed by the test CA, as a PKCS12 keystore.
+make_client_cert() {
+    local dir=$E2E_RUN_DIR/tls
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=trino" \
+        -keyout "$dir/trino.key" -out "$dir/trino.csr" 2>/dev/null || return 1
+    printf 'basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n' >"$dir/client-ext.cnf"
+    openssl x509 -req -in "$dir/trino.csr" -CA "$dir/ca.crt" -CAkey "$dir/ca.key" \
+        -CAcreateserial -days 2 -extfile "$dir/client-ext.cnf" -out "$dir/trino.crt" 2>/dev/null ||
+        return 1
+    openssl pkcs12 -export -in "$dir/trino.crt" -inkey "$dir/trino.key" -name trino \
+        -passout pass:e2e-keys -out "$dir/trino.p12" 2>/dev/null
+}
+
+# Pinot with basic auth on controller, broker and servers. Trino sends Pinot no credentials of
+# its own: one proxy (REST) replaces Trino's proxy credentials with Pinot's for the controller
+# and broker; a second (gRPC, TLS with client certificates) adds Pinot's to every Submit.
+write_pinot_auth_configs() {
+    local users
+    users=$(printf '[[auth.users]]\nusername = "trino"\npassword_sha256 = "%s"\n' \
+        "$(printf '%s\n' e2e-secret | "$PROXY_BIN" token hash)")
+    cat >"$E2E_RUN_DIR/proxy-inject-rest.toml" <<EOF
+[server]
+listen = "127.0.0.1:@PORT@"
+$(servers_section)
+[auth]
+grpc = "none"
+rest = "required"
+$users
+[controller]
+urls = ["$PINOT_CONTROLLER_URL"]
+[controller.auth]
+username = "$PINOT_USER"
+password_env = "E2E_PINOT_PASSWORD"
+[broker]
+urls = ["$PINOT_BROKER_URL"]
+[broker.auth]
+username = "$PINOT_USER"
+password_env = "E2E_PINOT_PASSWORD"
+EOF
+    cat >"$E2E_RUN_DIR/proxy-inject-grpc.toml" <<EOF
+[server]
+listen = "127.0.0.1:@PORT@"
+[server.tls]
+cert_file = "$E2E_RUN_DIR/tls/proxy.crt"
+key_file = "$E2E_RUN_DIR/tls/proxy.key"
+client_ca_file = "$E2E_RUN_DIR/tls/ca.crt"
+$(servers_section)
+[servers.auth]
+username = "$PINOT_USER"
+password_env = "E2E_PINOT_PASSWORD"
+[auth]
+grpc = "client-cert"
+rest = "required"
+$users
+EOF
+}
+
+write_pinot_auth_catalogs() {
+    trino_catalog pinot_direct <<EOF
+connector.name=pinot
+pinot.controller-urls=$PINOT_CONTROLLER_URL
+pinot.grpc.port=$PINOT_GRPC_PORT
+pinot.controller.authentication.type=PASSWORD
+pinot.controller.authentication.user=$PINOT_USER
+pinot.controller.authentication.password=$PINOT_PASSWORD
+pinot.broker.authentication.type=PASSWORD
+pinot.broker.authentication.user=$PINOT_USER
+pinot.broker.authentication.password=$PINOT_PASSWORD
+EOF
+    local catalog grpc
+    for catalog in pinot_inject pinot_noinject; do
+        if [[ $catalog == pinot_inject ]]; then
+            grpc="pinot.grpc.proxy-uri=127.0.0.1:$PROXY_PORT_INJECT_GRPC
+pinot.grpc.use-plain-text=false
+pinot.grpc.tls.truststore-type=PKCS12
+pinot.grpc.tls.truststore-path=$E2E_RUN_DIR/tls/truststore.p12
+pinot.grpc.tls.truststore-password=e2e-trust
+pinot.grpc.tls.keystore-type=PKCS12
+pinot.grpc.tls.keystore-path=$E2E_RUN_DIR/tls/trino.p12
+pinot.grpc.tls.keystore-password=e2e-keys"
+        else
+            # The REST proxy forwards Submit as Trino sent it: without Pinot credentials.
+            grpc="pinot.grpc.proxy-uri=127.0.0.1:$PROXY_PORT_INJECT_REST"
+        fi
+        trino_catalog "$catalog" <<EOF
+connector.name=pinot
+pinot.controller-urls=http://127.0.0.1:$PROXY_PORT_INJECT_REST
+pinot.proxy.enabled=true
+pinot.grpc.port=$PINOT_GRPC_PORT
+$grpc
+pinot.controller.authentication.type=PASSWORD
+pinot.controller.authentication.user=trino
+pinot.controller.authentication.password=e2e-secret
+pinot.broker.authentication.type=PASSWORD
+pinot.broker.authentication.user=trino
+pinot.broker.authentication.password=e2e-secret
+EOF
+    done
+}
+
 write_catalogs() {
     trino_catalog pinot_direct <<EOF
 connector.name=pinot
@@ -234,10 +336,29 @@ pinot.broker.authentication.user=trino
 pinot.broker.authentication.password=$password
 EOF
     done
-    # Trino's REST client to an https controller URL trusts the JVM's trust store.
+    write_truststore_flags
+}
+
+# Trino's REST client to an https controller URL trusts the JVM's trust store.
+write_truststore_flags() {
     echo "-Djavax.net.ssl.trustStore=$E2E_RUN_DIR/tls/truststore.p12" >>"$(_trino_run_dir)/etc/jvm.config"
     echo "-Djavax.net.ssl.trustStorePassword=e2e-trust" >>"$(_trino_run_dir)/etc/jvm.config"
     echo "-Djavax.net.ssl.trustStoreType=PKCS12" >>"$(_trino_run_dir)/etc/jvm.config"
+}
+
+# wait_catalogs CATALOG...: a freshly started Trino refuses queries on a catalog
+# (NO_NODES_AVAILABLE) until its node has announced it; polls, bounded, until each one runs.
+wait_catalogs() {
+    local catalog deadline=$((SECONDS + 60)) err
+    for catalog in "$@"; do
+        until err=$(trino_query "$catalog" "SELECT count(*) FROM information_schema.schemata" 2>&1 >/dev/null); do
+            if [[ $err != *NO_NODES_AVAILABLE* ]] || ((SECONDS >= deadline)); then
+                log "catalog $catalog is not usable: $err"
+                return 1
+            fi
+            sleep 0.2
+        done
+    done
 }
 
 # ---- checks ------------------------------------------------------------------------------
@@ -434,6 +555,39 @@ check_server_killed_mid_scan() {
     echo "failed after $took s: $message; after the restart the scan succeeded"
 }
 
+# Pinot with basic auth: through the proxies that inject Pinot's credentials, the same results.
+check_pinot_auth_injected() {
+    EXPECT=e2e same pinot_inject "SHOW TABLES" >/dev/null || return 1
+    EXPECT="$E2E_ROWS	$E2E_SUM_L_LONG	$E2E_MAX_L_LONG" same pinot_inject \
+        "SELECT count(*), sum(l_long), max(l_long) FROM e2e" >/dev/null || return 1
+    local from calls targets bytes
+    from=$(wc -l <"$E2E_RUN_DIR/proxy-inject-grpc.log")
+    EXPECT="$(scan_expected)" same pinot_inject "$SCAN_SQL" >/dev/null || return 1
+    read -r calls targets bytes <<<"$(submit_stats "$E2E_RUN_DIR/proxy-inject-grpc.log" "$from")"
+    ((calls > 0)) || { echo "no Submit went through the gRPC proxy"; return 1; }
+    echo "metadata, broker aggregation, $E2E_ROWS-row scan ($calls Submit calls) with Pinot's credentials added by the proxies"
+}
+
+# A server that refuses the table (no credentials: Pinot 0.11 answers NOT_FOUND "Table not
+# found", a status with no message): Trino fails the same way through the proxy as direct.
+check_server_refuses_table() {
+    local direct proxied
+    if direct=$(trino_query pinot_direct "$SCAN_SQL" 2>&1); then
+        echo "the server did not refuse the direct scan: $direct"
+        return 1
+    fi
+    if proxied=$(trino_query pinot_noinject "$SCAN_SQL" 2>&1); then
+        echo "the server did not refuse the proxied scan: $proxied"
+        return 1
+    fi
+    # Compare without query ids and server addresses.
+    direct=$(sed -E 's/Query [0-9a-z_]+ failed/Query failed/' <<<"$direct" | head -n 2)
+    proxied=$(sed -E 's/Query [0-9a-z_]+ failed/Query failed/' <<<"$proxied" | head -n 2)
+    [[ $direct == *NOT_FOUND* ]] || { echo "unexpected direct failure: $direct"; return 1; }
+    [[ $proxied == "$direct" ]] || { echo "direct [$direct] but proxied [$proxied]"; return 1; }
+    echo "direct and proxied: ${proxied//$'\n'/ }"
+}
+
 # ss: no process this run started holds a TCP connection outside loopback and its own subnet.
 check_no_outside_connections() {
     local pids bad
@@ -458,6 +612,24 @@ for line in sys.stdin:
     )
     [[ -z $bad ]] || { echo "connections outside the machine: $bad"; return 1; }
     echo "every connection of $(wc -w <<<"$pids") processes stays on loopback or ${PINOT_SUBNET_PREFIX}x"
+}
+
+# The same cluster again with basic auth on, and Trino restarted with catalogs for it.
+pinot_auth_phase() {
+    trino_stop
+    PINOT_AUTH=1 pinot_up || return 1
+    make_client_cert || return 1
+    write_pinot_auth_configs
+    E2E_PINOT_PASSWORD=$PINOT_PASSWORD proxy_start inject-rest || return 1
+    E2E_PINOT_PASSWORD=$PINOT_PASSWORD proxy_start inject-grpc || return 1
+    trino_prepare || return 1
+    write_pinot_auth_catalogs
+    write_truststore_flags
+    trino_start || return 1
+    wait_catalogs pinot_direct pinot_inject pinot_noinject || return 1
+    check "Pinot basic auth, proxy injects" check_pinot_auth_injected
+    check "server refuses a table (Trino)" check_server_refuses_table
+    check "no connection leaves (auth phase)" check_no_outside_connections
 }
 
 main() {
@@ -490,6 +662,7 @@ main() {
     trino_prepare || return 1
     write_catalogs
     trino_start || return 1
+    wait_catalogs pinot_direct pinot_proxy pinot_tls pinot_auth || return 1
     log "phase proxy and trino: $(since "$phase_started") s"
 
     phase_started=$(now)
@@ -506,6 +679,12 @@ main() {
     check "server killed mid-scan" check_server_killed_mid_scan
     check "no connection leaves the machine" check_no_outside_connections
     log "phase checks: $(since "$phase_started") s"
+
+    if [[ ${E2E_PINOT_AUTH:-1} == 1 ]]; then
+        phase_started=$(now)
+        pinot_auth_phase || { log "the Pinot basic-auth phase could not start"; FAILED=$((FAILED + 1)); }
+        log "phase pinot auth: $(since "$phase_started") s"
+    fi
     print_results
     ((FAILED == 0))
 }
