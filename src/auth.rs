@@ -320,7 +320,7 @@ impl Authenticator {
             tracing::warn!(
                 client = %peer,
                 surface,
-                username = %username,
+                username = %crate::error::echo(&username),
                 suppressed,
                 error = %err,
                 "authentication failed"

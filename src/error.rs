@@ -60,7 +60,7 @@ pub enum ProxyError {
     BadMessage(String),
     #[error("first request message is {size} bytes, more than the {limit} bytes read for routing")]
     MessageTooLarge { size: u64, limit: u64 },
-    #[error("invalid grpc-timeout header {0:?}")]
+    #[error("invalid grpc-timeout header \"{0}\"")]
     BadTimeout(String),
     #[error("target {target} is not allowed: {reason}")]
     NotAllowed { target: String, reason: String },
@@ -157,6 +157,30 @@ pub fn percent_encode(message: &str) -> String {
     out
 }
 
+/// How much of a client's text is echoed in a log line or an error message.
+pub const ECHO_LIMIT: usize = 256;
+
+/// Client-sent text as it may be logged or echoed back: control characters, quotes and
+/// backslashes escaped (a caller cannot forge log lines or terminal escapes), and cut after
+/// [`ECHO_LIMIT`] bytes with a mark saying how long it was.
+pub fn echo(text: &str) -> String {
+    let mut out = String::with_capacity(text.len().min(ECHO_LIMIT) + 32);
+    let mut used = 0;
+    for c in text.chars() {
+        used += c.len_utf8();
+        if used > ECHO_LIMIT {
+            out.push_str(&format!("...(cut: {} bytes in all)", text.len()));
+            break;
+        }
+        if c.is_control() || c == '"' || c == '\\' {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// A plain HTTP error for requests that are not gRPC.
 pub fn http_error<B: From<Bytes>>(status: StatusCode, message: &str) -> Response<B> {
     let mut response = Response::new(B::from(Bytes::from(format!("pinot-proxy: {message}\n"))));
@@ -181,6 +205,23 @@ impl fmt::Display for Source {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn echo_escapes_control_characters_and_cuts_long_text() {
+        assert_eq!(echo("pinot-server-0"), "pinot-server-0");
+        assert_eq!(echo("a\nb\u{1b}[31m\"c\\"), "a\\nb\\u{1b}[31m\\\"c\\\\");
+        assert_eq!(echo("ünïcode"), "ünïcode");
+        let long = "x".repeat(1 << 20);
+        let echoed = echo(&long);
+        assert!(echoed.len() < ECHO_LIMIT + 40, "{}", echoed.len());
+        assert!(
+            echoed.ends_with("...(cut: 1048576 bytes in all)"),
+            "{echoed}"
+        );
+        // Never splits a character.
+        let wide = "é".repeat(200);
+        assert!(echo(&wide).starts_with(&"é".repeat(128)));
+    }
 
     #[test]
     fn grpc_message_is_percent_encoded() {

@@ -125,7 +125,7 @@ impl Forwarder {
         request: Request<Incoming>,
         peer: SocketAddr,
     ) -> Response<ProxyBody> {
-        let method = request.uri().path().to_owned();
+        let method = crate::error::echo(request.uri().path());
         let span = tracing::info_span!(
             "grpc",
             grpc.method = %method,
@@ -202,7 +202,12 @@ impl Forwarder {
                 Some(metadata) => route::target_from_metadata(metadata)?,
                 None => None,
             };
-            let has_authorization = metadata.is_some_and(|m| m.contains_key("authorization"));
+            // Any spelling: a server that reads keys case-insensitively must not see the
+            // caller's credentials either.
+            let has_authorization = metadata.is_some_and(|m| {
+                m.keys()
+                    .any(|key| key.eq_ignore_ascii_case("authorization"))
+            });
             prefix = Some(self.with_upstream_credentials(first, has_authorization)?);
             body_target.or(header_target)
         } else {
@@ -397,7 +402,11 @@ pub fn encode_timeout(left: Duration) -> HeaderValue {
 
 /// Parses `grpc-timeout`: 1 to 8 digits and a unit (H, M, S, m, u, n).
 pub fn parse_timeout(value: &HeaderValue) -> Result<Duration, ProxyError> {
-    let bad = || ProxyError::BadTimeout(String::from_utf8_lossy(value.as_bytes()).into_owned());
+    let bad = || {
+        ProxyError::BadTimeout(crate::error::echo(&String::from_utf8_lossy(
+            value.as_bytes(),
+        )))
+    };
     let text = value.to_str().map_err(|_| bad())?;
     if text.len() < 2 || text.len() > 9 {
         return Err(bad());

@@ -582,7 +582,8 @@ impl Rest {
         let path = request.uri().path();
         if !path.starts_with('/') {
             return Err(RestError::BadRequest(format!(
-                "request target {path:?} is not a path"
+                "request target \"{}\" is not a path",
+                crate::error::echo(path)
             )));
         }
         let component = route(&self.routes, path);
@@ -1187,7 +1188,7 @@ impl Record {
     fn new(method: &Method, path: &str) -> Record {
         Record {
             method: method.clone(),
-            path: path.to_owned(),
+            path: crate::error::echo(path),
             component: None,
             upstream: None,
             status: None,

@@ -1,7 +1,7 @@
 //! Which Pinot server a call names, and whether it may be reached: target parsing from request
 //! metadata or headers, and the allowlist. Pure, no I/O; resolution results are checked here too.
 
-use crate::error::ProxyError;
+use crate::error::{echo, ProxyError};
 use http::HeaderMap;
 use ipnet::IpNet;
 use std::collections::HashMap;
@@ -54,7 +54,8 @@ impl Target {
             Ok(port) if port != 0 => port,
             _ => {
                 return Err(ProxyError::BadTarget(format!(
-                    "port {port:?} is not a number from 1 to 65535"
+                    "port \"{}\" is not a number from 1 to 65535",
+                    echo(port)
                 )))
             }
         };
@@ -66,7 +67,7 @@ impl Host {
     /// Accepts a DNS host name or an IP address in canonical form (IPv6 with or without
     /// brackets); refuses anything a resolver might read as a number in another form.
     pub fn parse(raw: &str) -> Result<Host, ProxyError> {
-        let bad = |why: &str| ProxyError::BadTarget(format!("host {raw:?} {why}"));
+        let bad = |why: &str| ProxyError::BadTarget(format!("host \"{}\" {why}", echo(raw)));
         let text = raw.trim();
         if text.is_empty() {
             return Err(bad("is empty"));

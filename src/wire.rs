@@ -13,7 +13,7 @@ pub enum WireError {
     WireType(u64),
 }
 
-/// Removes every entry with `key` from the `map<string, string>` field `field`, then appends
+/// Removes every entry whose key is `key` in any ASCII case from the `map<string, string>` field `field`, then appends
 /// one with `value` when given (in protobuf, the last entry for a key wins).
 pub fn replace_map_entry(
     message: &[u8],
@@ -31,7 +31,7 @@ pub fn replace_map_entry(
         let bytes = &message[whole..whole + field_len];
         let is_entry = tag >> 3 == field && tag & 7 == 2;
         let body = &after_tag[body_start..body_start + len];
-        if !(is_entry && entry_key(body)? == Some(key)) {
+        if !(is_entry && entry_key(body)?.is_some_and(|k| k.eq_ignore_ascii_case(key))) {
             out.extend_from_slice(bytes);
         }
         rest = &rest[field_len..];

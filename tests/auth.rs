@@ -134,6 +134,61 @@ async fn callers_credentials_are_not_forwarded_by_default() {
     assert_eq!(seen, request);
 }
 
+// Regression: only the exact lower-case `authorization` key was removed, so `Authorization`
+// and other spellings reached the server.
+#[tokio::test]
+async fn callers_credentials_are_removed_in_any_spelling() {
+    let server = start_fake("s").await;
+    let proxy = start_proxy("", &format!("\n[auth]\ngrpc = \"required\"\n{}", users())).await;
+    let mut request = trino_request("blocks:1:10:1", server.port());
+    for key in ["Authorization", "AUTHORIZATION", "authorization"] {
+        request.metadata.insert(key.into(), BEARER.into());
+    }
+    submit(&proxy, with_authorization(request.clone(), Some(BEARER)))
+        .await
+        .unwrap();
+    let seen = ServerRequest::decode(server.seen.last_message().as_slice()).unwrap();
+    assert!(
+        seen.metadata
+            .keys()
+            .all(|key| !key.eq_ignore_ascii_case("authorization")),
+        "{:?}",
+        seen.metadata
+    );
+    assert_eq!(seen.sql, request.sql);
+}
+
+// Regression: a Basic username with a newline and an escape sequence was logged raw before
+// authentication, forging log lines.
+#[tokio::test]
+async fn a_refused_username_is_logged_escaped() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    tracing::subscriber::set_global_default(subscriber).expect("the only global subscriber");
+    let proxy = start_proxy("", &format!("\n[auth]\nrest = \"required\"\n{}", users())).await;
+    let forged = basic("evil\n2026-01-01T00.00.00Z  INFO forged line\u{1b}[2J", "x");
+    let refused = http1_get(proxy.addr, "/tables", &[("authorization", &forged)]).await;
+    assert_eq!(refused.status(), http::StatusCode::UNAUTHORIZED);
+    let lines = captured.lines();
+    assert!(
+        !lines
+            .iter()
+            .any(|line| line.contains("forged line") && !line.contains("evil")),
+        "a forged line was written: {lines:#?}"
+    );
+    let failed = lines
+        .iter()
+        .find(|line| line.contains("authentication failed"))
+        .expect("the failure is logged");
+    assert!(failed.contains(r"evil\n2026"), "{failed}");
+    assert!(failed.contains(r"\u{1b}[2J"), "{failed}");
+    assert!(!failed.contains('\u{1b}'), "{failed}");
+}
+
 #[tokio::test]
 async fn configured_server_credentials_are_injected_into_the_message() {
     std::env::set_var("PINOT_PROXY_TEST_SERVER_PASSWORD", "pinot-pass");

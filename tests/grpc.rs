@@ -294,6 +294,21 @@ async fn a_status_without_messages_stays_trailers_only() {
     assert_eq!(refused.grpc_status().as_deref(), Some("7"));
 }
 
+// Regression: a 1 MB FORWARD_HOST came back whole in grpc-message (and in the log line).
+#[tokio::test]
+async fn echoed_client_text_is_bounded() {
+    let proxy = start_proxy("", "").await;
+    let mut request = trino_request("select 1", 8090);
+    request
+        .metadata
+        .insert("FORWARD_HOST".into(), "h".repeat(1 << 20));
+    let answer = raw_call(proxy.addr, SUBMIT, &[], frame(&request.encode_to_vec())).await;
+    assert_eq!(answer.grpc_status().as_deref(), Some("3"));
+    let message = answer.grpc_message();
+    assert!(message.len() < 512, "{} bytes", message.len());
+    assert!(message.contains("cut: 1048576 bytes in all"), "{message}");
+}
+
 #[tokio::test]
 async fn proxy_errors_are_grpc_statuses_naming_the_cause() {
     let server = start_fake("s").await;
