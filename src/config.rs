@@ -176,6 +176,24 @@ impl Config {
             if ports.contains(&0) {
                 bail!("servers.ports: 0 is not a port");
             }
+            if ports.is_empty() {
+                bail!("servers.ports is empty, which allows no port; leave it out to allow any");
+            }
+        }
+        for entry in &self.servers.allow {
+            match entry {
+                crate::route::AllowEntry::Net(net) if net.prefix_len() == 0 => tracing::warn!(
+                    entry = %net,
+                    "servers.allow lets callers reach every address, public ones included"
+                ),
+                crate::route::AllowEntry::Suffix(suffix) if !suffix[1..].contains('.') => {
+                    tracing::warn!(
+                        entry = %format!("*{suffix}"),
+                        "servers.allow has a wildcard over a whole top-level domain"
+                    )
+                }
+                _ => {}
+            }
         }
         for (key, value) in [
             (
@@ -183,6 +201,10 @@ impl Config {
                 self.servers.connect_timeout_ms,
             ),
             ("servers.idle_timeout_ms", self.servers.idle_timeout_ms),
+            (
+                "server.first_message_timeout_ms",
+                self.server.first_message_timeout_ms,
+            ),
             (
                 "server.tls_reload_interval_ms",
                 self.server.tls_reload_interval_ms,

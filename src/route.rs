@@ -182,10 +182,17 @@ impl FromStr for AllowEntry {
             };
         }
         if text.contains('/') {
-            return text
+            let net = text
                 .parse::<IpNet>()
-                .map(|net| AllowEntry::Net(net.trunc()))
-                .map_err(|_| format!("allow entry {raw:?} is not a valid CIDR block"));
+                .map_err(|_| format!("allow entry {raw:?} is not a valid CIDR block"))?;
+            // `10.1.2.3/8` would silently mean all of 10.0.0.0/8: say so instead.
+            if net.trunc() != net {
+                return Err(format!(
+                    "allow entry {raw:?} has bits set past its prefix length; write {}",
+                    net.trunc()
+                ));
+            }
+            return Ok(AllowEntry::Net(net));
         }
         match Host::parse(text) {
             Ok(Host::Ip(ip)) => Ok(AllowEntry::Net(IpNet::from(ip))),

@@ -311,3 +311,19 @@ fn sighup_without_tls_does_not_stop_the_proxy() {
     proxy.signal("TERM");
     proxy.wait_for("all connections closed");
 }
+
+// Regression: an allowlist that lets callers reach any address passed --check without a word.
+#[test]
+fn an_allowlist_open_to_everything_is_warned_about() {
+    let config = TempConfig::new(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[servers]\nallow = [\"0.0.0.0/0\", \"*.com\"]\n",
+    );
+    let output = run(&["--config", config.path(), "--check"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stderr(&output) + &String::from_utf8_lossy(&output.stdout);
+    assert!(
+        text.contains("every address, public ones included"),
+        "{text}"
+    );
+    assert!(text.contains("whole top-level domain"), "{text}");
+}
