@@ -70,6 +70,8 @@ pub enum ProxyError {
     StreamFailed { target: String, reason: String },
     #[error("too many first messages being read for routing (server.routing_buffer_bytes = {0})")]
     RoutingBudget(u32),
+    #[error("this connection holds too many first messages being read for routing (at most server.max_routing_message_bytes = {0} at once)")]
+    ConnectionRoutingShare(u32),
     #[error("too many upstream servers in use (max_targets = {0})")]
     TooManyTargets(usize),
     #[error("deadline exceeded after {0} ms (grpc-timeout)")]
@@ -93,6 +95,7 @@ impl ProxyError {
             | ProxyError::Unauthenticated(_) => Source::Client,
             ProxyError::TooManyTargets(_)
             | ProxyError::RoutingBudget(_)
+            | ProxyError::ConnectionRoutingShare(_)
             | ProxyError::DeadlineExceeded(_) => Source::Proxy,
             ProxyError::Unreachable { .. } | ProxyError::StreamFailed { .. } => Source::Upstream,
         }
@@ -106,7 +109,8 @@ impl ProxyError {
             | ProxyError::BadTimeout(_) => Code::InvalidArgument,
             ProxyError::MessageTooLarge { .. }
             | ProxyError::TooManyTargets(_)
-            | ProxyError::RoutingBudget(_) => Code::ResourceExhausted,
+            | ProxyError::RoutingBudget(_)
+            | ProxyError::ConnectionRoutingShare(_) => Code::ResourceExhausted,
             ProxyError::NotAllowed { .. } => Code::PermissionDenied,
             ProxyError::Unreachable { .. } | ProxyError::StreamFailed { .. } => Code::Unavailable,
             ProxyError::DeadlineExceeded(_) => Code::DeadlineExceeded,

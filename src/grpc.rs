@@ -68,6 +68,20 @@ pub struct RoutingLimits {
     pub budget_bytes: u32,
 }
 
+/// One client connection's share of the routing budget: its first messages being read may hold
+/// at most one largest message at once, so a single connection cannot take the whole budget.
+/// Put into each request's extensions by the connection that carries it.
+#[derive(Clone)]
+pub struct ConnectionShare(pub Arc<tokio::sync::Semaphore>);
+
+impl ConnectionShare {
+    pub fn new(limits: &RoutingLimits) -> ConnectionShare {
+        ConnectionShare(Arc::new(tokio::sync::Semaphore::new(
+            limits.max_message_bytes as usize,
+        )))
+    }
+}
+
 /// A random id for this proxy process, sent in [`VIA_HEADER`].
 pub fn instance_id() -> HeaderValue {
     use std::hash::{BuildHasher, Hasher};
@@ -115,6 +129,11 @@ impl Forwarder {
         }
     }
 
+    /// A new client connection's share of the routing budget.
+    pub fn connection_share(&self) -> ConnectionShare {
+        ConnectionShare::new(&self.limits)
+    }
+
     pub fn pool(&self) -> &Pool<RequestBody> {
         &self.pool
     }
@@ -160,6 +179,7 @@ impl Forwarder {
         let looped = came_through(&parts.headers, &self.instance);
 
         let identity = parts.extensions.get::<ClientIdentity>().cloned();
+        let share = parts.extensions.get::<ConnectionShare>().cloned();
         let mut prefix = None;
         let mut origin = Origin::Caller;
         let target = if parts.uri.path() == SUBMIT_PATH {
@@ -171,7 +191,8 @@ impl Forwarder {
             if !in_body {
                 self.authenticate(&parts.headers, None, identity.as_ref(), peer)?;
             }
-            let first = with_deadline(deadline, self.read_first_message(&mut body)).await??;
+            let first =
+                with_deadline(deadline, self.read_first_message(&mut body, share)).await??;
             let request = match first.decode() {
                 Some(request) => Some(request.map_err(|err| {
                     ProxyError::BadMessage(format!("cannot decode ServerRequest: {err}"))
@@ -339,10 +360,14 @@ impl Forwarder {
 
     /// Reads request frames until the first length-prefixed message is complete, within the
     /// routing limits.
-    async fn read_first_message(&self, body: &mut Incoming) -> Result<FirstMessage, ProxyError> {
+    async fn read_first_message(
+        &self,
+        body: &mut Incoming,
+        share: Option<ConnectionShare>,
+    ) -> Result<FirstMessage, ProxyError> {
         let limits = &self.limits;
         let timeout = limits.timeout;
-        tokio::time::timeout(timeout, read_first_message(body, limits))
+        tokio::time::timeout(timeout, read_first_message(body, limits, share))
             .await
             .unwrap_or_else(|_| {
                 Err(ProxyError::BadMessage(format!(
@@ -439,7 +464,7 @@ struct RequestMetadata {
 /// The first gRPC message of a request, as the bytes read from the client.
 struct FirstMessage {
     /// Its share of the routing budget, returned when the message is sent on.
-    _reserved: Option<tokio::sync::OwnedSemaphorePermit>,
+    _reserved: Reservation,
     /// Everything read from the body so far, forwarded as is ahead of the rest.
     bytes: Bytes,
     compressed: bool,
@@ -456,14 +481,17 @@ impl FirstMessage {
     }
 }
 
-/// Reads request frames until the first length-prefixed message is complete.
+/// Reads request frames until the first length-prefixed message is complete. Memory is
+/// reserved as data arrives (not as the length prefix declares), from the budget all calls
+/// share and from the connection's own share.
 async fn read_first_message(
     body: &mut Incoming,
     limits: &RoutingLimits,
+    share: Option<ConnectionShare>,
 ) -> Result<FirstMessage, ProxyError> {
     let limit = limits.max_message_bytes;
     let mut buf = BytesMut::new();
-    let mut reserved = None;
+    let mut reserved = Reservation::default();
     let mut needed = 5usize;
     let mut header: Option<(bool, usize)> = None;
     loop {
@@ -484,21 +512,13 @@ async fn read_first_message(
                     limit: limit.into(),
                 });
             }
-            // Memory grows as data arrives, within a budget shared by all calls being routed.
-            reserved = Some(
-                limits
-                    .budget
-                    .clone()
-                    .try_acquire_many_owned(length)
-                    .map_err(|_| ProxyError::RoutingBudget(limits.budget_bytes))?,
-            );
             header = Some((compressed, length as usize));
             needed = 5 + length as usize;
         }
         if let Some((compressed, length)) = header {
             if buf.len() >= needed {
                 return Ok(FirstMessage {
-                    _reserved: reserved.take(),
+                    _reserved: reserved,
                     bytes: buf.freeze(),
                     compressed,
                     length,
@@ -508,6 +528,7 @@ async fn read_first_message(
         match body.frame().await {
             Some(Ok(frame)) => {
                 if let Ok(data) = frame.into_data() {
+                    reserved.grow(data.len(), limits, share.as_ref())?;
                     buf.extend_from_slice(&data);
                 } else {
                     return Err(ProxyError::BadMessage(
@@ -523,6 +544,54 @@ async fn read_first_message(
                 )))
             }
         }
+    }
+}
+
+/// The routing memory one first message holds, returned when it is dropped.
+#[derive(Default)]
+struct Reservation {
+    budget: Option<tokio::sync::OwnedSemaphorePermit>,
+    share: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl Reservation {
+    fn grow(
+        &mut self,
+        bytes: usize,
+        limits: &RoutingLimits,
+        share: Option<&ConnectionShare>,
+    ) -> Result<(), ProxyError> {
+        let Ok(bytes) = u32::try_from(bytes) else {
+            return Err(ProxyError::RoutingBudget(limits.budget_bytes));
+        };
+        if bytes == 0 {
+            return Ok(());
+        }
+        if let Some(share) = share {
+            let permit = share
+                .0
+                .clone()
+                .try_acquire_many_owned(bytes)
+                .map_err(|_| ProxyError::ConnectionRoutingShare(limits.max_message_bytes))?;
+            merge(&mut self.share, permit);
+        }
+        let permit = limits
+            .budget
+            .clone()
+            .try_acquire_many_owned(bytes)
+            .map_err(|_| ProxyError::RoutingBudget(limits.budget_bytes))?;
+        merge(&mut self.budget, permit);
+        Ok(())
+    }
+}
+
+fn merge(
+    held: &mut Option<tokio::sync::OwnedSemaphorePermit>,
+    more: tokio::sync::OwnedSemaphorePermit,
+) {
+    match held {
+        Some(held) => held.merge(more),
+        None => *held = Some(more),
     }
 }
 

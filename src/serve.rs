@@ -241,12 +241,14 @@ impl Connection {
             tls,
         });
         let handlers = self.handlers;
+        let share = handlers.forwarder.connection_share();
         let service = service_fn(move |mut request: Request<Incoming>| {
             let handlers = handlers.clone();
             let peer = peer.clone();
             if let Some(identity) = &identity {
                 request.extensions_mut().insert(identity.clone());
             }
+            request.extensions_mut().insert(share.clone());
             async move { Ok::<_, Infallible>(handlers.dispatch(request, &peer).await) }
         });
         let connection = self

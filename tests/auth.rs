@@ -282,14 +282,14 @@ fn a_policy_needing_users_without_any_is_a_config_error() {
 /// Opens a `Submit` stream on a raw HTTP/2 connection, sends `first` and keeps the request
 /// body open; returns the response (or the error) as soon as the proxy answers.
 async fn open_submit(
-    proxy: &Proxy,
+    addr: std::net::SocketAddr,
     headers: &[(&str, &str)],
     first: Vec<u8>,
 ) -> (
     Result<http::Response<hyper::body::Incoming>, hyper::Error>,
     tokio::sync::mpsc::Sender<Result<http_body::Frame<bytes::Bytes>, std::convert::Infallible>>,
 ) {
-    let tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let (mut sender, connection) = hyper::client::conn::http2::handshake(
         hyper_util::rt::TokioExecutor::new(),
         hyper_util::rt::TokioIo::new(tcp),
@@ -328,14 +328,14 @@ async fn header_credentials_are_checked_before_the_message_is_read() {
     let header = vec![0, 0xff, 0xff, 0xff, 0];
     let wrong = basic("XkQBXKr652MV1VF9", "wrong");
     let (response, _keep_open) =
-        open_submit(&proxy, &[("authorization", wrong.as_str())], header).await;
+        open_submit(proxy.addr, &[("authorization", wrong.as_str())], header).await;
     assert_eq!(grpc_status(&response.unwrap()), Some("16"));
 }
 
 #[tokio::test]
 async fn a_first_message_that_never_completes_times_out() {
     let proxy = start_proxy("first_message_timeout_ms = 200", "").await;
-    let (response, _keep_open) = open_submit(&proxy, &[], vec![0, 0, 0, 1, 0, 1, 2]).await;
+    let (response, _keep_open) = open_submit(proxy.addr, &[], vec![0, 0, 0, 1, 0, 1, 2]).await;
     let response = response.unwrap();
     assert_eq!(grpc_status(&response), Some("3"));
     let message = response.headers()["grpc-message"].to_str().unwrap();
@@ -350,17 +350,57 @@ async fn first_messages_being_read_share_a_memory_budget() {
         "",
     )
     .await;
-    // Two calls each announce 900 kB and send no more: only one fits the budget. The other
-    // is refused at once; the one that fits times out waiting for its message.
-    let first = [&[0u8][..], &900_000u32.to_be_bytes()].concat();
+    // Two connections each announce 900 kB and send 800 kB of it: both do not fit the budget.
+    // One is refused; the one that fits times out waiting for the rest of its message.
+    let first = [&[0u8][..], &900_000u32.to_be_bytes(), &vec![0u8; 800_000]].concat();
     let ((a, _a_open), (b, _b_open)) = tokio::join!(
-        open_submit(&proxy, &[], first.clone()),
-        open_submit(&proxy, &[], first.clone())
+        open_submit(proxy.addr, &[], first.clone()),
+        open_submit(proxy.addr, &[], first.clone())
     );
     let messages = [grpc_message(&a.unwrap()), grpc_message(&b.unwrap())];
     let count = |needle: &str| messages.iter().filter(|m| m.contains(needle)).count();
     assert_eq!(count("routing_buffer_bytes"), 1, "{messages:?}");
     assert_eq!(count("first_message_timeout_ms"), 1, "{messages:?}");
+}
+
+// Regression: the whole declared length was reserved when a first message's 5-byte prefix
+// arrived, so four streams announcing 16 MiB and sending nothing more refused every other
+// Submit, authenticated ones included, with RESOURCE_EXHAUSTED.
+#[tokio::test]
+async fn announced_lengths_do_not_exhaust_the_routing_budget() {
+    let server = start_fake("s").await;
+    let proxy = start_proxy("first_message_timeout_ms = 5000", "").await;
+    let announce = [&[0u8][..], &(16u32 << 20).to_be_bytes()].concat();
+    // On one connection, in order: four announcements, then a whole Submit.
+    let mut firsts = vec![announce; 4];
+    let request = trino_request("blocks:2:100:1", server.port());
+    firsts.push(frame(&prost::Message::encode_to_vec(&request)));
+    let (mut answers, mut held) = submits_on_one_connection(&proxy, firsts).await;
+    drop(held.pop()); // the whole Submit's request ends
+    let served = answers.pop().unwrap().await;
+    assert_eq!(grpc_status(&served), None, "{}", grpc_message(&served));
+    assert_eq!(served.status(), http::StatusCode::OK);
+    for stalled in answers {
+        assert!(grpc_message(&stalled.await).contains("first_message_timeout_ms"));
+    }
+}
+
+// One connection cannot take the whole budget: its first messages being read hold at most one
+// largest message at once.
+#[tokio::test]
+async fn one_connection_holds_at_most_one_message_of_the_budget() {
+    let proxy = start_proxy(
+        "max_routing_message_bytes = 1000000\nrouting_buffer_bytes = 4000000\n\
+         first_message_timeout_ms = 2000",
+        "",
+    )
+    .await;
+    let first = [&[0u8][..], &900_000u32.to_be_bytes(), &vec![0u8; 600_000]].concat();
+    let (answers, _held) = submits_on_one_connection(&proxy, vec![first.clone(), first]).await;
+    let mut messages = Vec::new();
+    for answer in answers {
+        messages.push(grpc_message(&answer.await));
+    }
 }
 
 fn grpc_message(response: &http::Response<hyper::body::Incoming>) -> String {
@@ -448,4 +488,50 @@ fn lending_pinot_credentials_to_unchecked_callers_is_a_config_error() {
         let err = pinot_proxy::Config::parse(&format!("{base}{extra}")).unwrap_err();
         assert!(format!("{err:#}").contains(expected), "{err:#}");
     }
+}
+
+type HeldBody =
+    tokio::sync::mpsc::Sender<Result<http_body::Frame<bytes::Bytes>, std::convert::Infallible>>;
+type Answer = std::pin::Pin<
+    Box<dyn std::future::Future<Output = http::Response<hyper::body::Incoming>> + Send>,
+>;
+
+/// Opens one `Submit` stream per body on one HTTP/2 connection, in order; each sends its
+/// bytes and keeps its body open. Returns the answers (to await in any order) and the open
+/// bodies.
+async fn submits_on_one_connection(
+    proxy: &Proxy,
+    firsts: Vec<Vec<u8>>,
+) -> (Vec<Answer>, Vec<HeldBody>) {
+    let tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let (sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(connection);
+    let mut held = Vec::new();
+    let mut answers: Vec<Answer> = Vec::new();
+    for first in firsts {
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tx.send(Ok(http_body::Frame::data(bytes::Bytes::from(first))))
+            .await
+            .unwrap();
+        held.push(tx);
+        let body = http_body_util::StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+        let request = http::Request::post(format!("http://proxy{SUBMIT}"))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(body)
+            .unwrap();
+        let sent = sender.clone().send_request(request);
+        answers.push(Box::pin(async move {
+            tokio::time::timeout(WAIT, sent)
+                .await
+                .expect("the proxy answers")
+                .unwrap()
+        }));
+    }
+    (answers, held)
 }
