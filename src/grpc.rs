@@ -171,7 +171,11 @@ impl Forwarder {
         record: &mut CallRecord,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let deadline = match request.headers().get("grpc-timeout") {
-            Some(value) => Some(Instant::now() + parse_timeout(value)?),
+            // A deadline already spent (`0n`) ends the call before any upstream work.
+            Some(value) => match parse_timeout(value)? {
+                Duration::ZERO => return Err(ProxyError::DeadlineExceeded(0)),
+                timeout => Some(Instant::now() + timeout),
+            },
             None => None,
         };
         let (mut parts, mut body) = request.into_parts();

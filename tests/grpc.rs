@@ -309,6 +309,29 @@ async fn echoed_client_text_is_bounded() {
     assert!(message.contains("cut: 1048576 bytes in all"), "{message}");
 }
 
+// A spent deadline (`grpc-timeout: 0n`) ends the call before any upstream work.
+#[tokio::test]
+async fn a_spent_deadline_ends_the_call_before_the_server() {
+    let server = start_raw_server(Raw::Echo).await;
+    let proxy = start_proxy("", "").await;
+    let body = frame(&trino_request("select 1", server.port()).encode_to_vec());
+    // A first call opens the pooled connection, so the next one could go out at once.
+    let warm = raw_call(proxy.addr, SUBMIT, &[], body.clone()).await;
+    assert_eq!(warm.grpc_status().as_deref(), Some("0"));
+    let answer = raw_call(proxy.addr, SUBMIT, &[("grpc-timeout", "0n")], body).await;
+    assert_eq!(
+        answer.grpc_status().as_deref(),
+        Some("4"),
+        "{}",
+        answer.grpc_message()
+    );
+    assert_eq!(
+        server.seen.request_count(),
+        1,
+        "the spent call reached the server"
+    );
+}
+
 #[tokio::test]
 async fn proxy_errors_are_grpc_statuses_naming_the_cause() {
     let server = start_fake("s").await;
