@@ -185,15 +185,60 @@ pub fn echo(text: &str) -> String {
     out
 }
 
-/// A plain HTTP error for requests that are not gRPC.
-pub fn http_error<B: From<Bytes>>(status: StatusCode, message: &str) -> Response<B> {
-    let mut response = Response::new(B::from(Bytes::from(format!("pinot-proxy: {message}\n"))));
+/// Whether `path` is one of the broker's query paths, whose callers (Trino, pinotdb) read a
+/// Pinot broker response: errors there carry Pinot's `exceptions` list too.
+pub fn is_broker_query_path(path: &str) -> bool {
+    matches!(path, "/query/sql" | "/query" | "/sql")
+}
+
+/// The JSON answer for a REST request the proxy answers itself: `{"error": "pinot-proxy: ..."}`,
+/// with the component when one is concerned, and on broker query paths also shaped like a Pinot
+/// broker's error (`exceptions: [{errorCode, message}]`, the code being the HTTP status) so
+/// that clients show the proxy's message.
+pub fn json_error<B: From<Bytes>>(
+    status: StatusCode,
+    message: &str,
+    component: Option<&str>,
+    path: &str,
+) -> Response<B> {
+    let message = json_string(&format!("pinot-proxy: {message}"));
+    let mut json = format!("{{\"error\":{message}");
+    if let Some(component) = component {
+        json.push_str(&format!(",\"component\":{}", json_string(component)));
+    }
+    if is_broker_query_path(path) {
+        json.push_str(&format!(
+            ",\"exceptions\":[{{\"errorCode\":{},\"message\":{message}}}]",
+            status.as_u16()
+        ));
+    }
+    json.push_str("}\n");
+    let mut response = Response::new(B::from(Bytes::from(json)));
     *response.status_mut() = status;
     response.headers_mut().insert(
         http::header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
+        HeaderValue::from_static("application/json"),
     );
     response
+}
+
+/// `text` as a JSON string literal.
+pub fn json_string(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if u32::from(c) < 0x20 => out.push_str(&format!("\\u{:04x}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 impl fmt::Display for Source {
@@ -209,6 +254,33 @@ impl fmt::Display for Source {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_strings_are_escaped() {
+        assert_eq!(
+            json_string("a\"b\\c\nd\u{1}é"),
+            "\"a\\\"b\\\\c\\nd\\u0001é\""
+        );
+    }
+
+    #[test]
+    fn broker_query_errors_carry_pinot_exceptions() {
+        let response = json_error::<Bytes>(StatusCode::UNAUTHORIZED, "no", None, "/query/sql");
+        assert_eq!(
+            response.headers()[http::header::CONTENT_TYPE],
+            "application/json"
+        );
+        assert_eq!(
+            response.body().as_ref(),
+            b"{\"error\":\"pinot-proxy: no\",\"exceptions\":[{\"errorCode\":401,\"message\":\"pinot-proxy: no\"}]}\n"
+        );
+        let other =
+            json_error::<Bytes>(StatusCode::BAD_GATEWAY, "x", Some("controller"), "/tables");
+        assert_eq!(
+            other.body().as_ref(),
+            b"{\"error\":\"pinot-proxy: x\",\"component\":\"controller\"}\n"
+        );
+    }
 
     #[test]
     fn echo_escapes_control_characters_and_cuts_long_text() {

@@ -560,7 +560,7 @@ impl Rest {
                 Response::from_parts(parts, body.boxed_unsync())
             }
             Err(err) => {
-                let response = err.to_response();
+                let response = err.to_response(&record.path);
                 record.fail(&err, response.status());
                 response
             }
@@ -918,45 +918,15 @@ impl RestError {
         }
     }
 
-    fn to_response(&self) -> Response<ProxyBody> {
-        let mut json = format!(
-            "{{\"error\":{}",
-            json_string(&format!("pinot-proxy: {self}"))
-        );
-        if let Some(component) = self.component() {
-            json.push_str(&format!(",\"component\":\"{}\"", component.name()));
-        }
-        json.push_str("}\n");
-        let body = http_body_util::Full::new(Bytes::from(json))
-            .map_err(|never| match never {})
-            .boxed_unsync();
-        let mut response = Response::new(body);
-        *response.status_mut() = self.status();
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        response
+    fn to_response(&self, path: &str) -> Response<ProxyBody> {
+        crate::error::json_error::<http_body_util::Full<Bytes>>(
+            self.status(),
+            &self.to_string(),
+            self.component().map(Component::name),
+            path,
+        )
+        .map(|body| body.map_err(|never| match never {}).boxed_unsync())
     }
-}
-
-/// `text` as a JSON string literal.
-fn json_string(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 2);
-    out.push('"');
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if u32::from(c) < 0x20 => out.push_str(&format!("\\u{:04x}", u32::from(c))),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 /// The caller's request body, held so that a retry can still send it when the first attempt
@@ -1480,20 +1450,12 @@ mod tests {
     }
 
     #[test]
-    fn json_strings_are_escaped() {
-        assert_eq!(
-            json_string("a\"b\\c\nd\u{1}é"),
-            "\"a\\\"b\\\\c\\nd\\u0001é\""
-        );
-    }
-
-    #[test]
     fn errors_are_json_with_the_component() {
         let err = RestError::Unreachable {
             component: Component::Controller,
             causes: "http://c:9000: tcp connect error: \"refused\"".into(),
         };
-        let response = err.to_response();
+        let response = err.to_response("/tables");
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
         assert_eq!(

@@ -3,7 +3,6 @@
 
 use crate::auth::Authenticator;
 use crate::config::Config;
-use crate::error::http_error;
 use crate::grpc::{Forwarder, ProxyBody, RoutingLimits};
 use crate::rest::{Peer, Rest};
 use crate::tls::{self, ClientIdentity, ServerTls, UpstreamTls};
@@ -280,10 +279,21 @@ impl Handlers {
             if request.version() == Version::HTTP_2 {
                 return self.forwarder.forward(request, peer.addr).await;
             }
-            return plain_error(StatusCode::HTTP_VERSION_NOT_SUPPORTED, "gRPC needs HTTP/2");
+            return json_error(
+                StatusCode::HTTP_VERSION_NOT_SUPPORTED,
+                "gRPC needs HTTP/2",
+                request.uri().path(),
+            );
         }
         if let Err(err) = self.auth.check_rest(request.headers(), peer.addr) {
-            let mut response = plain_error(StatusCode::UNAUTHORIZED, &err.to_string());
+            let path = crate::error::echo(request.uri().path());
+            // A refused request gets its access-log line too (fields as in rest's records).
+            tracing::info!(
+                method = %request.method(), %path, component = "none", upstream = "none",
+                status = 401, duration_ms = 0, bytes_out = 0, side = %crate::error::Source::Client,
+                error = %err, "rest request failed"
+            );
+            let mut response = json_error(StatusCode::UNAUTHORIZED, &err.to_string(), &path);
             response.headers_mut().insert(
                 http::header::WWW_AUTHENTICATE,
                 http::HeaderValue::from_static("Basic realm=\"pinot-proxy\""),
@@ -292,20 +302,22 @@ impl Handlers {
         }
         match &self.rest {
             Some(rest) => rest.handle(request, peer).await,
-            None => plain_error(
+            None => json_error(
                 StatusCode::NOT_FOUND,
                 &format!(
                     "no route for {} {}: no [controller] or [broker] is configured, and this \
                      port forwards gRPC calls (content-type application/grpc)",
                     request.method(),
-                    request.uri().path()
+                    crate::error::echo(request.uri().path())
                 ),
+                request.uri().path(),
             ),
         }
     }
 }
 
-fn plain_error(status: StatusCode, message: &str) -> Response<ProxyBody> {
-    http_error::<http_body_util::Full<bytes::Bytes>>(status, message)
+/// A JSON answer the proxy makes itself, for a request to `path`.
+fn json_error(status: StatusCode, message: &str, path: &str) -> Response<ProxyBody> {
+    crate::error::json_error::<http_body_util::Full<bytes::Bytes>>(status, message, None, path)
         .map(|body| body.map_err(|never| match never {}).boxed_unsync())
 }

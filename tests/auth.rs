@@ -187,6 +187,13 @@ async fn a_refused_username_is_logged_escaped() {
     assert!(failed.contains(r"evil\n2026"), "{failed}");
     assert!(failed.contains(r"\u{1b}[2J"), "{failed}");
     assert!(!failed.contains('\u{1b}'), "{failed}");
+    // Regression: a refused REST request had no access-log line.
+    assert!(
+        lines.iter().any(|line| line.contains("rest request failed")
+            && line.contains("status=401")
+            && line.contains("path=/tables")),
+        "{lines:#?}"
+    );
 }
 
 #[tokio::test]
@@ -254,6 +261,17 @@ async fn rest_required_answers_401_with_a_challenge() {
     assert_eq!(
         refused.headers()["www-authenticate"],
         "Basic realm=\"pinot-proxy\""
+    );
+    // Regression: the 401 was text/plain while the same surface's 503 is JSON.
+    assert_eq!(refused.headers()["content-type"], "application/json");
+    assert!(refused.body().starts_with(b"{\"error\":\"pinot-proxy: "));
+    // On the broker's query path it reads as a Pinot error, for pinotdb and Trino.
+    let query = http1_get(proxy.addr, "/query/sql", &[]).await;
+    assert_eq!(query.status(), http::StatusCode::UNAUTHORIZED);
+    let body = String::from_utf8_lossy(query.body()).into_owned();
+    assert!(
+        body.contains("\"exceptions\":[{\"errorCode\":401,\"message\":\"pinot-proxy: "),
+        "{body}"
     );
     let wrong = get(Some(basic("XkQBXKr652MV1VF9", "nope"))).await;
     assert_eq!(wrong.status(), http::StatusCode::UNAUTHORIZED);
