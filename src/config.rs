@@ -40,6 +40,13 @@ pub struct ServerConfig {
     /// Most client connections open at once; more wait in the listen backlog.
     #[serde(default = "defaults::max_connections")]
     pub max_connections: usize,
+    /// Time a new client connection (after its TLS handshake) has to start its first request,
+    /// in milliseconds; also the time HTTP/1.1 request headers must arrive in.
+    #[serde(default = "defaults::header_timeout_ms")]
+    pub header_timeout_ms: u64,
+    /// A client connection with no request in flight for this long is closed, in milliseconds.
+    #[serde(default = "defaults::client_idle_timeout_ms")]
+    pub idle_timeout_ms: u64,
     /// Time a client has to send the first message of a `Submit` call, in milliseconds.
     #[serde(default = "defaults::first_message_timeout_ms")]
     pub first_message_timeout_ms: u64,
@@ -129,6 +136,12 @@ mod defaults {
     pub fn servers_keepalive_interval_ms() -> u64 {
         300_000
     }
+    pub fn header_timeout_ms() -> u64 {
+        30_000
+    }
+    pub fn client_idle_timeout_ms() -> u64 {
+        600_000
+    }
     pub fn keepalive_interval_ms() -> u64 {
         60_000
     }
@@ -205,6 +218,8 @@ impl Config {
                 "server.first_message_timeout_ms",
                 self.server.first_message_timeout_ms,
             ),
+            ("server.header_timeout_ms", self.server.header_timeout_ms),
+            ("server.idle_timeout_ms", self.server.idle_timeout_ms),
             (
                 "server.tls_reload_interval_ms",
                 self.server.tls_reload_interval_ms,

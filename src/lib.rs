@@ -6,6 +6,7 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod grpc;
+mod idle;
 pub mod pool;
 pub mod rest;
 pub mod route;

@@ -4,6 +4,7 @@
 use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::grpc::{Forwarder, ProxyBody, RoutingLimits};
+use crate::idle::{Activity, Tracked};
 use crate::rest::{Peer, Rest};
 use crate::tls::{self, ClientIdentity, ServerTls, UpstreamTls};
 use http::{Request, Response, StatusCode, Version};
@@ -28,6 +29,9 @@ pub struct Server {
     upstream_tls: Option<Arc<UpstreamTls>>,
     builder: auto::Builder<TokioExecutor>,
     grace: Duration,
+    /// `server.header_timeout_ms` and `server.idle_timeout_ms`.
+    header_timeout: Duration,
+    idle_timeout: Duration,
     /// One permit per open client connection.
     connections: Arc<tokio::sync::Semaphore>,
     /// Background tasks of this server stop when it is dropped.
@@ -95,9 +99,11 @@ impl Server {
             instance,
         );
         let mut builder = auto::Builder::new(TokioExecutor::new());
-        // With a timer, HTTP/1.1 connections that do not finish their headers within 30 s
-        // are closed.
-        builder.http1().timer(TokioTimer::new());
+        // HTTP/1.1 connections that do not finish their headers in time are closed.
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(Duration::from_millis(config.server.header_timeout_ms));
         builder
             .http2()
             .timer(TokioTimer::new())
@@ -119,6 +125,8 @@ impl Server {
             upstream_tls,
             builder,
             grace: Duration::from_millis(config.server.shutdown_grace_ms),
+            header_timeout: Duration::from_millis(config.server.header_timeout_ms),
+            idle_timeout: Duration::from_millis(config.server.idle_timeout_ms),
             _alive: alive,
             connections: Arc::new(tokio::sync::Semaphore::new(config.server.max_connections)),
         })
@@ -179,6 +187,8 @@ impl Server {
                 handlers: self.handlers.clone(),
                 watcher: graceful.watcher(),
                 peer,
+                header_timeout: self.header_timeout,
+                idle_timeout: self.idle_timeout,
             };
             match &self.tls {
                 None => {
@@ -228,6 +238,8 @@ struct Connection {
     handlers: Handlers,
     watcher: hyper_util::server::graceful::Watcher,
     peer: SocketAddr,
+    header_timeout: Duration,
+    idle_timeout: Duration,
 }
 
 impl Connection {
@@ -241,21 +253,39 @@ impl Connection {
         });
         let handlers = self.handlers;
         let share = handlers.forwarder.connection_share();
+        let activity = Activity::new();
+        let idle = activity
+            .clone()
+            .idle_for(self.header_timeout, self.idle_timeout);
         let service = service_fn(move |mut request: Request<Incoming>| {
             let handlers = handlers.clone();
             let peer = peer.clone();
+            let in_flight = activity.start();
             if let Some(identity) = &identity {
                 request.extensions_mut().insert(identity.clone());
             }
             request.extensions_mut().insert(share.clone());
-            async move { Ok::<_, Infallible>(handlers.dispatch(request, &peer).await) }
+            async move {
+                let response = handlers.dispatch(request, &peer).await;
+                Ok::<_, Infallible>(response.map(|inner| {
+                    Tracked {
+                        inner,
+                        _in_flight: in_flight,
+                    }
+                    .boxed_unsync()
+                }))
+            }
         });
         let connection = self
             .builder
             .serve_connection(TokioIo::new(io), service)
             .into_owned();
-        if let Err(err) = self.watcher.watch(connection).await {
-            tracing::debug!(peer = %self.peer, error = %err, "client connection ended with an error");
+        tokio::select! {
+            result = self.watcher.watch(connection) => if let Err(err) = result {
+                tracing::debug!(peer = %self.peer, error = %err, "client connection ended with an error");
+            },
+            // No request in flight: nothing is cut by closing it.
+            () = idle => tracing::debug!(peer = %self.peer, "closing an idle client connection"),
         }
     }
 }

@@ -919,3 +919,63 @@ async fn an_abandoned_connection_attempt_still_frees_its_slot() {
     assert!(last.is_none(), "slot never freed: {last:?}");
     drop(stalled);
 }
+
+// Regression: plain TCP that never sends a byte, and an HTTP/2 client that answers PINGs but
+// never opens a stream, were never closed; enough of them stopped the proxy serving.
+#[tokio::test]
+async fn connections_that_send_no_request_are_closed() {
+    let proxy = start_proxy("header_timeout_ms = 200\nidle_timeout_ms = 60000", "").await;
+    let mut silent = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let mut buf = [0u8; 64];
+    let read = tokio::time::timeout(WAIT, tokio::io::AsyncReadExt::read(&mut silent, &mut buf))
+        .await
+        .expect("the proxy closes a connection that sends nothing");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+
+    let tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let (_sender, connection) =
+        hyper::client::conn::http2::handshake::<_, _, http_body_util::Empty<bytes::Bytes>>(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(tcp),
+        )
+        .await
+        .unwrap();
+    tokio::time::timeout(WAIT, connection)
+        .await
+        .expect("the proxy closes an HTTP/2 connection that opens no stream")
+        .ok();
+}
+
+#[tokio::test]
+async fn a_connection_idle_after_its_calls_is_closed_but_a_slow_call_is_not_cut() {
+    let server = start_fake("s").await;
+    let proxy = start_proxy("header_timeout_ms = 200\nidle_timeout_ms = 200", "").await;
+    let tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    let closed = tokio::spawn(connection);
+    // A call streaming for longer than the idle timeout runs to its end.
+    let request = http::Request::post(format!("http://proxy{SUBMIT}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(http_body_util::Full::new(bytes::Bytes::from(frame(
+            &trino_request("slow:3:200", server.port()).encode_to_vec(),
+        ))))
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    let body = tokio::time::timeout(WAIT, http_body_util::BodyExt::collect(response.into_body()))
+        .await
+        .expect("the slow call ends")
+        .unwrap();
+    assert_eq!(body.trailers().unwrap()["grpc-status"], "0");
+    // Then, with nothing in flight, the connection is closed.
+    tokio::time::timeout(WAIT, closed)
+        .await
+        .expect("the idle connection is closed")
+        .unwrap()
+        .ok();
+}
