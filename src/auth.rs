@@ -343,7 +343,7 @@ fn parse_sha256(hex: &str) -> anyhow::Result<[u8; 32]> {
 
 /// At most `PER_SECOND` failure log lines a second; the rest are counted and reported on
 /// the next line that is written.
-struct LogBudget {
+pub(crate) struct LogBudget {
     window: Instant,
     written: u32,
     suppressed: u64,
@@ -352,7 +352,7 @@ struct LogBudget {
 impl LogBudget {
     const PER_SECOND: u32 = 10;
 
-    fn new() -> LogBudget {
+    pub(crate) fn new() -> LogBudget {
         LogBudget {
             window: Instant::now(),
             written: 0,
@@ -361,7 +361,7 @@ impl LogBudget {
     }
 
     /// `Some(suppressed since the last line)` when a line may be written now.
-    fn take(&mut self) -> Option<u64> {
+    pub(crate) fn take(&mut self) -> Option<u64> {
         if self.window.elapsed() >= Duration::from_secs(1) {
             self.window = Instant::now();
             self.written = 0;

@@ -32,6 +32,8 @@ pub struct Server {
     /// `server.header_timeout_ms` and `server.idle_timeout_ms`.
     header_timeout: Duration,
     idle_timeout: Duration,
+    /// Failed TLS handshakes are logged at most 10 lines a second.
+    handshake_log: Arc<std::sync::Mutex<crate::auth::LogBudget>>,
     /// One permit per open client connection.
     connections: Arc<tokio::sync::Semaphore>,
     /// Background tasks of this server stop when it is dropped.
@@ -125,6 +127,7 @@ impl Server {
             upstream_tls,
             builder,
             grace: Duration::from_millis(config.server.shutdown_grace_ms),
+            handshake_log: Arc::new(std::sync::Mutex::new(crate::auth::LogBudget::new())),
             header_timeout: Duration::from_millis(config.server.header_timeout_ms),
             idle_timeout: Duration::from_millis(config.server.idle_timeout_ms),
             _alive: alive,
@@ -197,7 +200,12 @@ impl Server {
                 Some((tls, timeout)) => {
                     let acceptor = tokio_rustls::TlsAcceptor::from(tls.get());
                     let timeout = *timeout;
+                    let handshake_log = self.handshake_log.clone();
                     tokio::spawn(async move {
+                        let log_budget = || match handshake_log.lock() {
+                            Ok(mut budget) => budget.take(),
+                            Err(_) => None,
+                        };
                         match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
                             Ok(Ok(stream)) => {
                                 let identity = stream
@@ -209,13 +217,20 @@ impl Server {
                                 connection.serve(stream, true, identity).await
                             }
                             Ok(Err(err)) => {
-                                tracing::info!(%peer, error = %err, "TLS handshake failed")
+                                if let Some(suppressed) = log_budget() {
+                                    tracing::info!(%peer, error = %err, suppressed, "TLS handshake failed")
+                                }
                             }
-                            Err(_) => tracing::info!(
-                                %peer,
-                                timeout_ms = timeout.as_millis() as u64,
-                                "TLS handshake timed out"
-                            ),
+                            Err(_) => {
+                                if let Some(suppressed) = log_budget() {
+                                    tracing::info!(
+                                        %peer,
+                                        timeout_ms = timeout.as_millis() as u64,
+                                        suppressed,
+                                        "TLS handshake timed out"
+                                    )
+                                }
+                            }
                         }
                     });
                 }

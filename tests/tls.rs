@@ -628,3 +628,38 @@ async fn https_controller_urls_use_the_component_tls_config() {
     let body = response.into_body();
     assert_eq!(&body[..], b"controller saw /tables");
 }
+
+// Regression: every failed TLS handshake wrote one log line, so a client could flood the log.
+#[tokio::test]
+async fn failed_handshakes_are_logged_at_a_bounded_rate() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    tracing::subscriber::set_global_default(subscriber).expect("the only global subscriber");
+    let ca = Ca::new("test ca");
+    let dir = TempDir::new();
+    let leaf = ca.issue(Some("pinot-proxy"), &["localhost"]);
+    let (addr, server) = proxy_from(&config_text("", &tls_section(&dir, &leaf, None), "")).await;
+    let _stop = run(server);
+    for _ in 0..100 {
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        tokio::io::AsyncWriteExt::write_all(&mut tcp, b"GET / HTTP/1.1\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 64];
+        // The proxy ends the connection after the failed handshake.
+        let _ = tokio::time::timeout(WAIT, tokio::io::AsyncReadExt::read(&mut tcp, &mut buf)).await;
+    }
+    let failed = captured
+        .lines()
+        .iter()
+        .filter(|line| line.contains("TLS handshake failed"))
+        .count();
+    assert!(
+        (1..=20).contains(&failed),
+        "{failed} lines for 100 failed handshakes"
+    );
+}
