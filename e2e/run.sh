@@ -256,12 +256,7 @@ write_pinot_auth_catalogs() {
 connector.name=pinot
 pinot.controller-urls=$PINOT_CONTROLLER_URL
 pinot.grpc.port=$PINOT_GRPC_PORT
-pinot.controller.authentication.type=PASSWORD
-pinot.controller.authentication.user=$PINOT_USER
-pinot.controller.authentication.password=$PINOT_PASSWORD
-pinot.broker.authentication.type=PASSWORD
-pinot.broker.authentication.user=$PINOT_USER
-pinot.broker.authentication.password=$PINOT_PASSWORD
+$(rest_credentials "$PINOT_USER" "$PINOT_PASSWORD")
 EOF
     local catalog grpc
     for catalog in pinot_inject pinot_noinject; do
@@ -284,13 +279,19 @@ pinot.controller-urls=http://127.0.0.1:$PROXY_PORT_INJECT_REST
 pinot.proxy.enabled=true
 pinot.grpc.port=$PINOT_GRPC_PORT
 $grpc
-pinot.controller.authentication.type=PASSWORD
-pinot.controller.authentication.user=trino
-pinot.controller.authentication.password=e2e-secret
-pinot.broker.authentication.type=PASSWORD
-pinot.broker.authentication.user=trino
-pinot.broker.authentication.password=e2e-secret
+$(rest_credentials "trino" "e2e-secret")
 EOF
+    done
+}
+
+# rest_credentials USER PASSWORD: the catalog properties for Trino's controller and broker
+# Basic credentials.
+rest_credentials() {
+    local component
+    for component in controller broker; do
+        printf 'pinot.%s.authentication.type=PASSWORD\n' "$component"
+        printf 'pinot.%s.authentication.user=%s\n' "$component" "$1"
+        printf 'pinot.%s.authentication.password=%s\n' "$component" "$2"
     done
 }
 
@@ -328,12 +329,7 @@ pinot.controller-urls=http://127.0.0.1:$PROXY_PORT_AUTH
 pinot.proxy.enabled=true
 pinot.grpc.proxy-uri=127.0.0.1:$PROXY_PORT_AUTH
 pinot.grpc.port=$PINOT_GRPC_PORT
-pinot.controller.authentication.type=PASSWORD
-pinot.controller.authentication.user=trino
-pinot.controller.authentication.password=$password
-pinot.broker.authentication.type=PASSWORD
-pinot.broker.authentication.user=trino
-pinot.broker.authentication.password=$password
+$(rest_credentials "trino" "$password")
 EOF
     done
     write_truststore_flags

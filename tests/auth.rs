@@ -162,13 +162,7 @@ async fn callers_credentials_are_removed_in_any_spelling() {
 // authentication, forging log lines.
 #[tokio::test]
 async fn a_refused_username_is_logged_escaped() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .finish();
-    tracing::subscriber::set_global_default(subscriber).expect("the only global subscriber");
+    let captured = capture_logs();
     let proxy = start_proxy("", &format!("\n[auth]\nrest = \"required\"\n{}", users())).await;
     let forged = basic("evil\n2026-01-01T00.00.00Z  INFO forged line\u{1b}[2J", "x");
     let refused = http1_get(proxy.addr, "/tables", &[("authorization", &forged)]).await;

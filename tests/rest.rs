@@ -1006,17 +1006,8 @@ async fn grpc_and_rest_share_one_http2_connection() {
 
 #[tokio::test]
 async fn each_rest_request_logs_one_info_line() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .with_max_level(tracing::Level::INFO)
-        .finish();
-    // A global subscriber: a thread-local one races with other tests' threads over tracing's
-    // per-callsite interest cache and can miss events. Other tests' lines land here too, so
-    // this test's requests use paths no other test uses.
-    tracing::subscriber::set_global_default(subscriber).expect("the only global subscriber");
+    // Other tests' lines land here too, so this test's requests use paths no other test uses.
+    let captured = capture_logs();
     let controller = start_rest("controller").await;
     let dead = dead_port().await;
     let proxy = start_proxy_config(&config(&format!(

@@ -632,13 +632,7 @@ async fn https_controller_urls_use_the_component_tls_config() {
 // Regression: every failed TLS handshake wrote one log line, so a client could flood the log.
 #[tokio::test]
 async fn failed_handshakes_are_logged_at_a_bounded_rate() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .finish();
-    tracing::subscriber::set_global_default(subscriber).expect("the only global subscriber");
+    let captured = capture_logs();
     let ca = Ca::new("test ca");
     let dir = TempDir::new();
     let leaf = ca.issue(Some("pinot-proxy"), &["localhost"]);

@@ -833,6 +833,21 @@ pub async fn http1_get(
     http1_get_on(TcpStream::connect(addr).await.unwrap(), path, headers).await
 }
 
+/// Installs a global `tracing` subscriber (info and up) writing into the returned buffer. A
+/// global one, since a thread-local one races with other tests' threads over tracing's
+/// per-callsite interest cache and can miss events; so once per test binary.
+pub fn capture_logs() -> Captured {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::INFO)
+        .finish();
+    tracing::subscriber::set_global_default(subscriber).expect("the only global subscriber");
+    captured
+}
+
 /// Log output captured in memory, for a global `tracing` subscriber.
 #[derive(Clone, Default)]
 pub struct Captured(Arc<Mutex<Vec<u8>>>);
