@@ -53,6 +53,14 @@ fn main() -> ExitCode {
         }
     };
     if cli.check {
+        // Loads every file and secret the config names, as a start would, and binds nothing.
+        let checked = tokio::runtime::Runtime::new()
+            .map_err(anyhow::Error::from)
+            .and_then(|runtime| runtime.block_on(async { pinot_proxy::Server::check(&config) }));
+        if let Err(err) = checked {
+            eprintln!("pinot-proxy: {}: {err:#}", cli.config.display());
+            return ExitCode::from(2);
+        }
         println!("{}: ok", cli.config.display());
         return ExitCode::SUCCESS;
     }

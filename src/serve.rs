@@ -41,26 +41,24 @@ pub struct Server {
 }
 
 impl Server {
+    /// Everything startup can fail on before binding: TLS files, secrets, URLs. `--check`
+    /// runs this, so a config it calls ok also starts.
+    pub fn check(config: &Config) -> anyhow::Result<()> {
+        Prepared::new(config).map(drop)
+    }
+
     /// Binds the listening socket and builds the upstream pool.
     pub async fn bind(config: &Config) -> anyhow::Result<Server> {
         use anyhow::Context;
         // Everything that can fail on bad files comes first, so a bad config binds no port.
-        let tls = match &config.server.tls {
-            Some(tls_config) => {
-                Some((tls::server_tls(tls_config)?, tls_config.handshake_timeout()))
-            }
-            None => None,
-        };
-        let upstream_tls = config
-            .servers
-            .tls
-            .as_ref()
-            .map(|tls_config| tls::upstream_tls(tls_config, "servers.tls", tls::ALPN_H2))
-            .transpose()?;
-        let auth = Arc::new(Authenticator::new(&config.auth)?);
-        let upstream_auth = config.servers.auth.resolve("servers.auth")?;
-        let instance = crate::grpc::instance_id();
-        let rest = Rest::new(config, instance.clone())?.map(Arc::new);
+        let Prepared {
+            tls,
+            upstream_tls,
+            auth,
+            upstream_auth,
+            instance,
+            rest,
+        } = Prepared::new(config)?;
         let listener = TcpListener::bind(config.server.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.server.listen))?;
@@ -243,6 +241,45 @@ impl Server {
             Err(_) => tracing::warn!("grace period over with calls still in flight"),
         }
         Ok(())
+    }
+}
+
+/// The parts of a server built from files and secrets, before anything is bound.
+struct Prepared {
+    tls: Option<(Arc<ServerTls>, Duration)>,
+    upstream_tls: Option<Arc<UpstreamTls>>,
+    auth: Arc<Authenticator>,
+    upstream_auth: crate::auth::Upstream,
+    instance: http::HeaderValue,
+    rest: Option<Arc<Rest>>,
+}
+
+impl Prepared {
+    fn new(config: &Config) -> anyhow::Result<Prepared> {
+        let tls = match &config.server.tls {
+            Some(tls_config) => {
+                Some((tls::server_tls(tls_config)?, tls_config.handshake_timeout()))
+            }
+            None => None,
+        };
+        let upstream_tls = config
+            .servers
+            .tls
+            .as_ref()
+            .map(|tls_config| tls::upstream_tls(tls_config, "servers.tls", tls::ALPN_H2))
+            .transpose()?;
+        let auth = Arc::new(Authenticator::new(&config.auth)?);
+        let upstream_auth = config.servers.auth.resolve("servers.auth")?;
+        let instance = crate::grpc::instance_id();
+        let rest = Rest::new(config, instance.clone())?.map(Arc::new);
+        Ok(Prepared {
+            tls,
+            upstream_tls,
+            auth,
+            upstream_auth,
+            instance,
+            rest,
+        })
     }
 }
 

@@ -65,9 +65,17 @@ impl ServerTlsConfig {
         Duration::from_millis(self.handshake_timeout_ms)
     }
 
-    fn files(&self) -> Vec<PathBuf> {
-        let mut files = vec![self.cert_file.clone(), self.key_file.clone()];
-        files.extend(self.client_ca_file.clone());
+    /// The files, each with its key.
+    fn files(&self) -> Vec<(&'static str, PathBuf)> {
+        let mut files = vec![
+            ("cert_file", self.cert_file.clone()),
+            ("key_file", self.key_file.clone()),
+        ];
+        files.extend(
+            self.client_ca_file
+                .clone()
+                .map(|path| ("client_ca_file", path)),
+        );
         files
     }
 
@@ -115,12 +123,16 @@ impl UpstreamTlsConfig {
         Ok(())
     }
 
-    fn files(&self) -> Vec<PathBuf> {
-        [&self.ca_file, &self.cert_file, &self.key_file]
-            .into_iter()
-            .flatten()
-            .cloned()
-            .collect()
+    /// The files, each with its key.
+    fn files(&self) -> Vec<(&'static str, PathBuf)> {
+        [
+            ("ca_file", &self.ca_file),
+            ("cert_file", &self.cert_file),
+            ("key_file", &self.key_file),
+        ]
+        .into_iter()
+        .filter_map(|(key, path)| path.clone().map(|path| (key, path)))
+        .collect()
     }
 
     /// Builds a rustls client config from the files' contents (in the order of `files()`).
@@ -263,7 +275,7 @@ type Builder<T> = Box<dyn Fn(&[Vec<u8>]) -> anyhow::Result<T> + Send + Sync>;
 /// logged and the last good one kept.
 pub struct Reloadable<T> {
     name: &'static str,
-    files: Vec<PathBuf>,
+    files: Vec<(&'static str, PathBuf)>,
     build: Builder<T>,
     current: RwLock<Arc<T>>,
     seen: Mutex<Vec<Vec<u8>>>,
@@ -284,10 +296,10 @@ pub struct ReloadStatus {
 impl<T> Reloadable<T> {
     fn new(
         name: &'static str,
-        files: Vec<PathBuf>,
+        files: Vec<(&'static str, PathBuf)>,
         build: impl Fn(&[Vec<u8>]) -> anyhow::Result<T> + Send + Sync + 'static,
     ) -> anyhow::Result<Reloadable<T>> {
-        let contents = read_all(&files)?;
+        let contents = read_all(name, &files)?;
         let first = build(&contents).with_context(|| name)?;
         Ok(Reloadable {
             name,
@@ -314,7 +326,7 @@ impl<T> Reloadable<T> {
 
     /// Rereads the files and, when they changed, builds and swaps in the new config.
     pub fn reload_if_changed(&self) {
-        let contents = match read_all(&self.files) {
+        let contents = match read_all(self.name, &self.files) {
             Ok(contents) => contents,
             Err(err) => {
                 tracing::error!(tls = self.name, error = %format!("{err:#}"), "cannot read TLS files; keeping the current ones");
@@ -355,10 +367,14 @@ impl<T> Reloadable<T> {
     }
 }
 
-fn read_all(files: &[PathBuf]) -> anyhow::Result<Vec<Vec<u8>>> {
+/// Reads each file; an error names its key (`server.tls.cert_file`) and path.
+fn read_all(section: &str, files: &[(&'static str, PathBuf)]) -> anyhow::Result<Vec<Vec<u8>>> {
     files
         .iter()
-        .map(|path| std::fs::read(path).with_context(|| format!("cannot read {}", path.display())))
+        .map(|(key, path)| {
+            std::fs::read(path)
+                .with_context(|| format!("{section}.{key}: cannot read {}", path.display()))
+        })
         .collect()
 }
 

@@ -327,3 +327,48 @@ fn an_allowlist_open_to_everything_is_warned_about() {
     );
     assert!(text.contains("whole top-level domain"), "{text}");
 }
+
+// Regression: --check said ok for a missing certificate or a key that does not fit it; the
+// start then failed.
+#[test]
+fn check_loads_the_tls_files_and_names_the_bad_one() {
+    let dir = std::env::temp_dir().join(format!("pinot-proxy-cli-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let issue = || {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        (cert.pem(), key.serialize_pem())
+    };
+    let (cert, _) = issue();
+    let (_, other_key) = issue();
+    std::fs::write(dir.join("tls.crt"), cert).unwrap();
+    std::fs::write(dir.join("other.key"), other_key).unwrap();
+    let config = |cert: &str, key: &str| {
+        TempConfig::new(&format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[server.tls]\ncert_file = {:?}\nkey_file = {:?}\n[servers]\n",
+            dir.join(cert).display().to_string(),
+            dir.join(key).display().to_string()
+        ))
+    };
+    let missing = config("missing.crt", "other.key");
+    let output = run(&["--config", missing.path(), "--check"]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("missing.crt"),
+        "{}",
+        stderr(&output)
+    );
+
+    let mismatched = config("tls.crt", "other.key");
+    let output = run(&["--config", mismatched.path(), "--check"]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("does not fit"),
+        "{}",
+        stderr(&output)
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
