@@ -70,6 +70,12 @@ pub struct RestConfig {
     pub idle_timeout_ms: u64,
     /// Most idle keep-alive connections kept per URL (0: none are kept). Default: 32.
     pub max_idle_per_url: usize,
+    /// Most requests in flight to each component (controller, broker) at once; each holds
+    /// one upstream connection. More are answered 503 at once. At least 1. Default: 256.
+    pub max_requests_per_component: usize,
+    /// Most REST requests one client connection may have in flight at once (an HTTP/2
+    /// client can open many streams). More are answered 503 at once. At least 1. Default: 32.
+    pub max_requests_per_connection: usize,
     /// Extra routes, `[[rest.routes]]` with `prefix` and `to`. They are checked before the
     /// built-in table; among them the longest matching prefix wins. Default: none.
     pub routes: Vec<RouteConfig>,
@@ -83,6 +89,8 @@ impl Default for RestConfig {
             backoff_ms: 5_000,
             idle_timeout_ms: 20_000,
             max_idle_per_url: 32,
+            max_requests_per_component: 256,
+            max_requests_per_connection: 32,
             routes: Vec::new(),
         }
     }
@@ -160,6 +168,20 @@ pub fn validate(config: &Config) -> anyhow::Result<()> {
     ] {
         if value == 0 {
             bail!("{key} must be greater than 0");
+        }
+    }
+    for (key, value) in [
+        (
+            "rest.max_requests_per_component",
+            rest.max_requests_per_component,
+        ),
+        (
+            "rest.max_requests_per_connection",
+            rest.max_requests_per_connection,
+        ),
+    ] {
+        if value == 0 {
+            bail!("{key} must be at least 1");
         }
     }
     for (index, route) in rest.routes.iter().enumerate() {
@@ -415,6 +437,8 @@ pub struct Rest {
     routes: Vec<RouteConfig>,
     request_timeout: Duration,
     backoff: Duration,
+    max_requests_per_component: usize,
+    max_requests_per_connection: usize,
     /// Back-off deadlines are kept as milliseconds since this instant, in atomics.
     epoch: Instant,
 }
@@ -425,6 +449,8 @@ pub struct Peer {
     pub addr: std::net::SocketAddr,
     /// Whether the client connected with TLS (for `X-Forwarded-Proto`).
     pub tls: bool,
+    /// This connection's REST requests in flight, bounded by `rest.max_requests_per_connection`.
+    pub rest_requests: Arc<tokio::sync::Semaphore>,
 }
 
 /// The URLs of one component, the round-robin state, and how to reach them.
@@ -435,6 +461,8 @@ struct Upstreams {
     tls: Option<Arc<UpstreamTls>>,
     credentials: crate::auth::Upstream,
     grpc_port: Option<u16>,
+    /// Requests in flight to this component, bounded by `rest.max_requests_per_component`.
+    in_flight: Arc<tokio::sync::Semaphore>,
 }
 
 struct Upstream {
@@ -508,6 +536,7 @@ impl Rest {
                     })
                     .collect(),
                 next: AtomicUsize::new(0),
+                in_flight: Arc::new(tokio::sync::Semaphore::new(rest.max_requests_per_component)),
                 client,
                 tls: tls.map(|(tls, _)| tls),
                 credentials: component.auth.resolve(&format!("{section}.auth"))?,
@@ -529,8 +558,15 @@ impl Rest {
             routes: rest.routes.clone(),
             request_timeout: Duration::from_millis(rest.request_timeout_ms),
             backoff: Duration::from_millis(rest.backoff_ms),
+            max_requests_per_component: rest.max_requests_per_component,
+            max_requests_per_connection: rest.max_requests_per_connection,
             epoch: Instant::now(),
         }))
+    }
+
+    /// `rest.max_requests_per_connection`, for each client connection's [`Peer`].
+    pub fn max_requests_per_connection(&self) -> usize {
+        self.max_requests_per_connection
     }
 
     /// Forwards one request; failures are HTTP errors with a JSON body.
@@ -600,6 +636,29 @@ impl Rest {
             method: request.method().clone(),
             path: path.to_owned(),
         })?;
+        // Both held until the response has been sent (they live in the record).
+        let per_connection = peer.rest_requests.clone().try_acquire_owned().map_err(|_| {
+            RestError::Busy {
+                component,
+                limit: format!(
+                    "this client connection has rest.max_requests_per_connection = {} requests in flight",
+                    self.max_requests_per_connection
+                ),
+            }
+        })?;
+        let per_component = upstreams
+            .in_flight
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| RestError::Busy {
+                component,
+                limit: format!(
+                    "rest.max_requests_per_component = {} requests are in flight to the {}",
+                    self.max_requests_per_component,
+                    component.name()
+                ),
+            })?;
+        record.held = vec![per_connection, per_component];
 
         let (parts, body) = request.into_parts();
         let path_and_query = parts
@@ -880,6 +939,8 @@ enum RestError {
     },
     #[error("reading the request body from the client failed: {0}")]
     ClientBody(String),
+    #[error("too many requests: {limit}; try again later")]
+    Busy { component: Component, limit: String },
     #[error("the request came back through this proxy: a [{}] URL points at the proxy itself", component.name())]
     Loop { component: Component },
 }
@@ -891,7 +952,9 @@ impl RestError {
             // A missing section is a configuration mistake that retrying will not fix, so it
             // is not 503; 502 says "the gateway has nowhere valid to send this".
             RestError::NotConfigured { .. } | RestError::Upstream { .. } => StatusCode::BAD_GATEWAY,
-            RestError::Unreachable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            RestError::Unreachable { .. } | RestError::Busy { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             RestError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             RestError::Loop { .. } => StatusCode::LOOP_DETECTED,
         }
@@ -900,7 +963,9 @@ impl RestError {
     fn source_side(&self) -> Source {
         match self {
             RestError::BadRequest(_) | RestError::ClientBody(_) => Source::Client,
-            RestError::NotConfigured { .. } | RestError::Loop { .. } => Source::Proxy,
+            RestError::NotConfigured { .. } | RestError::Loop { .. } | RestError::Busy { .. } => {
+                Source::Proxy
+            }
             RestError::Unreachable { .. }
             | RestError::Upstream { .. }
             | RestError::Timeout { .. } => Source::Upstream,
@@ -914,6 +979,7 @@ impl RestError {
             | RestError::Unreachable { component, .. }
             | RestError::Upstream { component, .. }
             | RestError::Timeout { component, .. }
+            | RestError::Busy { component, .. }
             | RestError::Loop { component } => Some(*component),
         }
     }
@@ -1146,6 +1212,8 @@ struct Record {
     started: Instant,
     bytes_out: u64,
     outcome: Outcome,
+    /// Request limits' permits, returned when the response has been sent.
+    held: Vec<tokio::sync::OwnedSemaphorePermit>,
 }
 
 enum Outcome {
@@ -1165,6 +1233,7 @@ impl Record {
             started: Instant::now(),
             bytes_out: 0,
             outcome: Outcome::InFlight,
+            held: Vec::new(),
         }
     }
 

@@ -299,11 +299,16 @@ impl Connection {
     where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
     {
+        let handlers = self.handlers;
+        let rest_requests = handlers
+            .rest
+            .as_ref()
+            .map_or(1, |rest| rest.max_requests_per_connection());
         let peer = Arc::new(Peer {
             addr: self.peer,
             tls,
+            rest_requests: Arc::new(tokio::sync::Semaphore::new(rest_requests)),
         });
-        let handlers = self.handlers;
         let share = handlers.forwarder.connection_share();
         let activity = Activity::new();
         let idle = activity

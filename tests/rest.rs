@@ -1126,3 +1126,95 @@ async fn a_controller_url_pointing_at_the_proxy_is_a_loop_not_a_recursion() {
         answer.text()
     );
 }
+
+// Regression: one HTTP/2 connection opening hundreds of slow requests made the proxy hold as
+// many controller connections; requests beyond the limits are now answered 503 at once.
+#[tokio::test]
+async fn rest_requests_are_bounded_per_connection_and_per_component() {
+    let controller = start_rest("controller").await;
+    let proxy = start_proxy_config(&config(&format!(
+        "[controller]\nurls = [\"{}\"]\n[rest]\nmax_requests_per_connection = 2\n\
+         max_requests_per_component = 3\n",
+        controller.url()
+    )))
+    .await;
+    let mut many = Client::open(proxy.addr, Proto::Http2).await;
+    let mut hanging = Vec::new();
+    for _ in 0..2 {
+        let request = many
+            .request(Method::GET, "/hang/bounded")
+            .body(full(Vec::new()))
+            .unwrap();
+        let sent = many.h2.as_mut().unwrap().send_request(request);
+        hanging.push(tokio::spawn(sent));
+    }
+    wait_until(|| controller.count() == 2).await;
+    let third = many.call(Method::GET, "/tables", &[], b"").await;
+    assert_eq!(
+        third.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        third.text()
+    );
+    assert!(
+        third.text().contains("max_requests_per_connection = 2"),
+        "{}",
+        third.text()
+    );
+
+    // Another connection may still send, until the controller's limit is reached.
+    let mut other = Client::open(proxy.addr, Proto::Http2).await;
+    let request = other
+        .request(Method::GET, "/hang/bounded")
+        .body(full(Vec::new()))
+        .unwrap();
+    hanging.push(tokio::spawn(
+        other.h2.as_mut().unwrap().send_request(request),
+    ));
+    wait_until(|| controller.count() == 3).await;
+    let mut last = Client::open(proxy.addr, Proto::Http1).await;
+    let refused = last.call(Method::GET, "/tables", &[], b"").await;
+    assert_eq!(
+        refused.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        refused.text()
+    );
+    assert!(
+        refused.text().contains("max_requests_per_component = 3"),
+        "{}",
+        refused.text()
+    );
+    assert_eq!(controller.count(), 3, "nothing more reached the controller");
+
+    // Once requests end, their slots are free again.
+    for request in hanging {
+        request.abort();
+    }
+    drop((many, other));
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let answer = last.call(Method::GET, "/tables", &[], b"").await;
+        if answer.status == StatusCode::OK {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "slots never freed: {}",
+            answer.text()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Polls `condition` (every 10 ms, for at most [`WAIT`]) until it holds.
+async fn wait_until(condition: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !condition() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition not met within {WAIT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
