@@ -212,6 +212,17 @@ impl Server {
                                     .peer_certificates()
                                     .and_then(|chain| chain.first())
                                     .and_then(|cert| ClientIdentity::from_certificate(cert));
+                                // A client that negotiated h2 speaks HTTP/2 from its first
+                                // byte: a bad preface gets GOAWAY, not an HTTP/1.1 answer.
+                                let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                                let connection = Connection {
+                                    builder: if h2 {
+                                        connection.builder.clone().http2_only()
+                                    } else {
+                                        connection.builder.clone()
+                                    },
+                                    ..connection
+                                };
                                 connection.serve(stream, true, identity).await
                             }
                             Ok(Err(err)) => {

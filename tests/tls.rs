@@ -657,3 +657,47 @@ async fn failed_handshakes_are_logged_at_a_bounded_rate() {
         "{failed} lines for 100 failed handshakes"
     );
 }
+
+// Regression (h2spec 3.5/2): a client that negotiated h2 by ALPN and then sent an invalid
+// connection preface got an HTTP/1.1 400; HTTP/2 asks for a connection error (GOAWAY with
+// PROTOCOL_ERROR, or the connection closed).
+#[tokio::test]
+async fn an_invalid_preface_after_alpn_h2_is_a_connection_error() {
+    let ca = Ca::new("test ca");
+    let dir = TempDir::new();
+    let leaf = ca.issue(Some("pinot-proxy"), &["localhost"]);
+    let (addr, server) = proxy_from(&config_text("", &tls_section(&dir, &leaf, None), "")).await;
+    let _stop = run(server);
+    let mut stream = tls_connect(addr, client_config(&ca, &[b"h2"], None))
+        .await
+        .unwrap();
+    assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    tokio::io::AsyncWriteExt::write_all(&mut stream, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(
+        WAIT,
+        tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut answer),
+    )
+    .await
+    .expect("the proxy ends the connection");
+    assert!(
+        !answer.starts_with(b"HTTP/1.1"),
+        "{:?}",
+        String::from_utf8_lossy(&answer)
+    );
+    // HTTP/2 frames: 3 bytes length, type, flags, 4 bytes stream id, payload.
+    let mut rest = &answer[..];
+    while rest.len() >= 9 {
+        let length = u32::from_be_bytes([0, rest[0], rest[1], rest[2]]) as usize;
+        assert!(rest.len() >= 9 + length, "a cut frame in {answer:?}");
+        assert!(rest[3] <= 0x9, "not an HTTP/2 frame in {answer:?}");
+        if rest[3] == 0x7 {
+            let code = u32::from_be_bytes(rest[13..17].try_into().unwrap());
+            assert_eq!(code, 0x1, "GOAWAY is not PROTOCOL_ERROR in {answer:?}");
+        }
+        rest = &rest[9 + length..];
+    }
+    assert!(rest.is_empty(), "trailing bytes in {answer:?}");
+}
