@@ -66,7 +66,14 @@ fn main() -> ExitCode {
     }
     let result = tokio::runtime::Runtime::new()
         .map_err(anyhow::Error::from)
-        .and_then(|runtime| runtime.block_on(pinot_proxy::run(config, shutdown_signal())));
+        .and_then(|runtime| {
+            runtime.block_on(async {
+                // Handlers are installed before the port is bound, so a SIGTERM that comes
+                // right after startup drains instead of killing the process.
+                let shutdown = shutdown_signal();
+                pinot_proxy::run(config, shutdown).await
+            })
+        });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -101,18 +108,24 @@ fn run_token(command: TokenCommand) -> ExitCode {
     }
 }
 
-/// Completes on SIGTERM (Kubernetes stopping the pod) or SIGINT.
-async fn shutdown_signal() {
+/// Installs the SIGTERM (Kubernetes stopping the pod) and SIGINT handlers now; the returned
+/// future completes on either.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    async move {
+        match (term, int) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
             }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
+            (Ok(mut one), Err(_)) | (Err(_), Ok(mut one)) => {
+                one.recv().await;
+            }
+            (Err(_), Err(_)) => std::future::pending().await,
         }
     }
 }
