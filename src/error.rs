@@ -1,22 +1,19 @@
-//! Every error the proxy makes itself, which side caused it, and how it is answered: one place
-//! maps an error to a gRPC status (trailers-only response or error trailers mid-stream).
+//! Every error the proxy makes itself: what went wrong, which side caused it (client, proxy or
+//! upstream), and the status it is answered with, gRPC code or HTTP status. `respond.rs` renders
+//! it; this module also owns `echo`, how client text may appear in logs and messages.
 
-use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Response, StatusCode};
+use http::{Method, StatusCode};
 use std::fmt;
 
 /// gRPC status codes the proxy produces or reports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub enum Code {
-    Ok = 0,
     Cancelled = 1,
-    Unknown = 2,
     InvalidArgument = 3,
     DeadlineExceeded = 4,
     PermissionDenied = 7,
     ResourceExhausted = 8,
-    Internal = 13,
     Unavailable = 14,
     Unauthenticated = 16,
 }
@@ -24,14 +21,11 @@ pub enum Code {
 impl Code {
     pub fn as_str(self) -> &'static str {
         match self {
-            Code::Ok => "0",
             Code::Cancelled => "1",
-            Code::Unknown => "2",
             Code::InvalidArgument => "3",
             Code::DeadlineExceeded => "4",
             Code::PermissionDenied => "7",
             Code::ResourceExhausted => "8",
-            Code::Internal => "13",
             Code::Unavailable => "14",
             Code::Unauthenticated => "16",
         }
@@ -40,18 +34,19 @@ impl Code {
 
 /// Which side of the proxy an error comes from; it decides the status and the log level.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Source {
+pub enum Side {
     /// The caller sent something the proxy cannot route or may not forward.
     Client,
-    /// The proxy itself ran out of a resource or time.
+    /// The proxy itself ran out of a resource or time, or is configured so.
     Proxy,
-    /// The Pinot server could not be reached or broke the stream.
+    /// The Pinot server, controller or broker could not be reached or broke the stream.
     Upstream,
 }
 
-/// An error the proxy answers itself, instead of forwarding the upstream's answer.
+/// An error the proxy answers itself, instead of forwarding the upstream's answer. The gRPC
+/// variants come first, then those of REST (where `component` is `controller` or `broker`).
 #[derive(Clone, Debug, thiserror::Error)]
-pub enum ProxyError {
+pub enum Error {
     #[error("no target server named: set FORWARD_HOST and FORWARD_PORT in the request metadata or the forward_host and forward_port headers (PinotQueryBroker/Submit: or [broker] grpc_port)")]
     NoTarget,
     #[error("invalid target: {0}")]
@@ -80,85 +75,148 @@ pub enum ProxyError {
     ClientStream(String),
     #[error("unauthenticated: {0}")]
     Unauthenticated(String),
+    /// REST credentials missing or wrong: the message is the authenticator's own.
+    #[error("{0}")]
+    RestUnauthenticated(String),
+    #[error("gRPC needs HTTP/2")]
+    GrpcNeedsHttp2,
+    #[error("no route for {method} {path}: no [controller] or [broker] is configured, and this port forwards gRPC calls (content-type application/grpc)")]
+    NoRestUpstream { method: Method, path: String },
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{method} {path} goes to the {component} but no [{component}] section is configured")]
+    NotConfigured {
+        component: &'static str,
+        method: Method,
+        path: String,
+    },
+    #[error("no {component} reachable: {causes}")]
+    RestUnreachable {
+        component: &'static str,
+        causes: String,
+    },
+    #[error("{component} failed before responding: {causes}")]
+    RestUpstream {
+        component: &'static str,
+        causes: String,
+    },
+    #[error("{component} {url}: no response within {timeout_ms} ms (rest.request_timeout_ms)")]
+    RestTimeout {
+        component: &'static str,
+        url: String,
+        timeout_ms: u128,
+    },
+    #[error("reading the request body from the client failed: {0}")]
+    ClientBody(String),
+    #[error("too many requests: {limit}; try again later")]
+    Busy {
+        component: &'static str,
+        limit: String,
+    },
+    #[error(
+        "the request came back through this proxy: a [{component}] URL points at the proxy itself"
+    )]
+    Loop { component: &'static str },
 }
 
-impl ProxyError {
-    pub fn source_side(&self) -> Source {
+impl Error {
+    /// Which side caused it.
+    pub fn side(&self) -> Side {
         match self {
-            ProxyError::NoTarget
-            | ProxyError::BadTarget(_)
-            | ProxyError::BadMessage(_)
-            | ProxyError::MessageTooLarge { .. }
-            | ProxyError::BadTimeout(_)
-            | ProxyError::NotAllowed { .. }
-            | ProxyError::ClientStream(_)
-            | ProxyError::Unauthenticated(_) => Source::Client,
-            ProxyError::TooManyTargets(_)
-            | ProxyError::RoutingBudget(_)
-            | ProxyError::ConnectionRoutingShare(_)
-            | ProxyError::DeadlineExceeded(_) => Source::Proxy,
-            ProxyError::Unreachable { .. } | ProxyError::StreamFailed { .. } => Source::Upstream,
+            Error::NoTarget
+            | Error::BadTarget(_)
+            | Error::BadMessage(_)
+            | Error::MessageTooLarge { .. }
+            | Error::BadTimeout(_)
+            | Error::NotAllowed { .. }
+            | Error::ClientStream(_)
+            | Error::Unauthenticated(_)
+            | Error::RestUnauthenticated(_)
+            | Error::GrpcNeedsHttp2
+            | Error::NoRestUpstream { .. }
+            | Error::BadRequest(_)
+            | Error::ClientBody(_) => Side::Client,
+            Error::TooManyTargets(_)
+            | Error::RoutingBudget(_)
+            | Error::ConnectionRoutingShare(_)
+            | Error::DeadlineExceeded(_)
+            | Error::NotConfigured { .. }
+            | Error::Loop { .. }
+            | Error::Busy { .. } => Side::Proxy,
+            Error::Unreachable { .. }
+            | Error::StreamFailed { .. }
+            | Error::RestUnreachable { .. }
+            | Error::RestUpstream { .. }
+            | Error::RestTimeout { .. } => Side::Upstream,
         }
     }
 
-    pub fn code(&self) -> Code {
+    /// The gRPC status code it is answered with.
+    pub fn grpc_code(&self) -> Code {
         match self {
-            ProxyError::NoTarget
-            | ProxyError::BadTarget(_)
-            | ProxyError::BadMessage(_)
-            | ProxyError::BadTimeout(_) => Code::InvalidArgument,
-            ProxyError::MessageTooLarge { .. }
-            | ProxyError::TooManyTargets(_)
-            | ProxyError::RoutingBudget(_)
-            | ProxyError::ConnectionRoutingShare(_) => Code::ResourceExhausted,
-            ProxyError::NotAllowed { .. } => Code::PermissionDenied,
-            ProxyError::Unreachable { .. } | ProxyError::StreamFailed { .. } => Code::Unavailable,
-            ProxyError::DeadlineExceeded(_) => Code::DeadlineExceeded,
-            ProxyError::ClientStream(_) => Code::Cancelled,
-            ProxyError::Unauthenticated(_) => Code::Unauthenticated,
+            Error::NoTarget
+            | Error::BadTarget(_)
+            | Error::BadMessage(_)
+            | Error::BadTimeout(_)
+            | Error::BadRequest(_)
+            | Error::GrpcNeedsHttp2 => Code::InvalidArgument,
+            Error::MessageTooLarge { .. }
+            | Error::TooManyTargets(_)
+            | Error::RoutingBudget(_)
+            | Error::ConnectionRoutingShare(_)
+            | Error::Busy { .. } => Code::ResourceExhausted,
+            Error::NotAllowed { .. } | Error::Loop { .. } => Code::PermissionDenied,
+            Error::Unreachable { .. }
+            | Error::StreamFailed { .. }
+            | Error::RestUnreachable { .. }
+            | Error::RestUpstream { .. }
+            | Error::NotConfigured { .. }
+            | Error::NoRestUpstream { .. } => Code::Unavailable,
+            Error::DeadlineExceeded(_) | Error::RestTimeout { .. } => Code::DeadlineExceeded,
+            Error::ClientStream(_) | Error::ClientBody(_) => Code::Cancelled,
+            Error::Unauthenticated(_) | Error::RestUnauthenticated(_) => Code::Unauthenticated,
         }
     }
 
-    /// The status headers (`grpc-status`, `grpc-message`) for this error.
-    pub fn status_headers(&self) -> HeaderMap {
-        status_headers(self.code(), &format!("pinot-proxy: {self}"))
-    }
-
-    /// A trailers-only gRPC response carrying this error.
-    pub fn to_response<B: Default>(&self) -> Response<B> {
-        let mut response = Response::new(B::default());
-        let headers = response.headers_mut();
-        headers.insert(
-            http::header::CONTENT_TYPE,
-            HeaderValue::from_static("application/grpc"),
-        );
-        headers.extend(self.status_headers());
-        response
-    }
-}
-
-/// `grpc-status` and a percent-encoded `grpc-message`.
-pub fn status_headers(code: Code, message: &str) -> HeaderMap {
-    let mut headers = HeaderMap::with_capacity(2);
-    headers.insert("grpc-status", HeaderValue::from_static(code.as_str()));
-    let encoded = percent_encode(message);
-    if let Ok(value) = HeaderValue::from_maybe_shared(Bytes::from(encoded)) {
-        headers.insert("grpc-message", value);
-    }
-    headers
-}
-
-/// Percent-encodes a `grpc-message` as the gRPC spec asks: bytes outside printable ASCII, and `%`.
-pub fn percent_encode(message: &str) -> String {
-    let mut out = String::with_capacity(message.len());
-    for byte in message.bytes() {
-        if (0x20..=0x7e).contains(&byte) && byte != b'%' {
-            out.push(byte as char);
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
+    /// The HTTP status it is answered with on REST.
+    pub fn http_status(&self) -> StatusCode {
+        match self {
+            Error::BadRequest(_) | Error::ClientBody(_) | Error::ClientStream(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            Error::Unauthenticated(_) | Error::RestUnauthenticated(_) => StatusCode::UNAUTHORIZED,
+            Error::GrpcNeedsHttp2 => StatusCode::HTTP_VERSION_NOT_SUPPORTED,
+            Error::NoRestUpstream { .. } => StatusCode::NOT_FOUND,
+            // A missing section is a configuration mistake that retrying will not fix, so it
+            // is not 503; 502 says "the gateway has nowhere valid to send this".
+            Error::NotConfigured { .. } | Error::RestUpstream { .. } => StatusCode::BAD_GATEWAY,
+            Error::RestUnreachable { .. } | Error::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Error::RestTimeout { .. } | Error::DeadlineExceeded(_) => StatusCode::GATEWAY_TIMEOUT,
+            Error::Loop { .. } => StatusCode::LOOP_DETECTED,
+            Error::NotAllowed { .. } => StatusCode::FORBIDDEN,
+            Error::NoTarget | Error::BadTarget(_) | Error::BadMessage(_) | Error::BadTimeout(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            Error::MessageTooLarge { .. }
+            | Error::TooManyTargets(_)
+            | Error::RoutingBudget(_)
+            | Error::ConnectionRoutingShare(_) => StatusCode::TOO_MANY_REQUESTS,
+            Error::Unreachable { .. } | Error::StreamFailed { .. } => StatusCode::BAD_GATEWAY,
         }
     }
-    out
+
+    /// The Pinot component a REST error concerns, named in its JSON body.
+    pub fn component(&self) -> Option<&'static str> {
+        match self {
+            Error::NotConfigured { component, .. }
+            | Error::RestUnreachable { component, .. }
+            | Error::RestUpstream { component, .. }
+            | Error::RestTimeout { component, .. }
+            | Error::Busy { component, .. }
+            | Error::Loop { component } => Some(component),
+            _ => None,
+        }
+    }
 }
 
 /// How much of a client's text is echoed in a log line or an error message.
@@ -185,68 +243,12 @@ pub fn echo(text: &str) -> String {
     out
 }
 
-/// Whether `path` is one of the broker's query paths, whose callers (Trino, pinotdb) read a
-/// Pinot broker response: errors there carry Pinot's `exceptions` list too.
-pub fn is_broker_query_path(path: &str) -> bool {
-    matches!(path, "/query/sql" | "/query" | "/sql")
-}
-
-/// The JSON answer for a REST request the proxy answers itself: `{"error": "pinot-proxy: ..."}`,
-/// with the component when one is concerned, and on broker query paths also shaped like a Pinot
-/// broker's error (`exceptions: [{errorCode, message}]`, the code being the HTTP status) so
-/// that clients show the proxy's message.
-pub fn json_error<B: From<Bytes>>(
-    status: StatusCode,
-    message: &str,
-    component: Option<&str>,
-    path: &str,
-) -> Response<B> {
-    let message = json_string(&format!("pinot-proxy: {message}"));
-    let mut json = format!("{{\"error\":{message}");
-    if let Some(component) = component {
-        json.push_str(&format!(",\"component\":{}", json_string(component)));
-    }
-    if is_broker_query_path(path) {
-        json.push_str(&format!(
-            ",\"exceptions\":[{{\"errorCode\":{},\"message\":{message}}}]",
-            status.as_u16()
-        ));
-    }
-    json.push_str("}\n");
-    let mut response = Response::new(B::from(Bytes::from(json)));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
-}
-
-/// `text` as a JSON string literal.
-pub fn json_string(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 2);
-    out.push('"');
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if u32::from(c) < 0x20 => out.push_str(&format!("\\u{:04x}", u32::from(c))),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
-impl fmt::Display for Source {
+impl fmt::Display for Side {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            Source::Client => "client",
-            Source::Proxy => "proxy",
-            Source::Upstream => "upstream",
+            Side::Client => "client",
+            Side::Proxy => "proxy",
+            Side::Upstream => "upstream",
         })
     }
 }
@@ -254,33 +256,6 @@ impl fmt::Display for Source {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn json_strings_are_escaped() {
-        assert_eq!(
-            json_string("a\"b\\c\nd\u{1}é"),
-            "\"a\\\"b\\\\c\\nd\\u0001é\""
-        );
-    }
-
-    #[test]
-    fn broker_query_errors_carry_pinot_exceptions() {
-        let response = json_error::<Bytes>(StatusCode::UNAUTHORIZED, "no", None, "/query/sql");
-        assert_eq!(
-            response.headers()[http::header::CONTENT_TYPE],
-            "application/json"
-        );
-        assert_eq!(
-            response.body().as_ref(),
-            b"{\"error\":\"pinot-proxy: no\",\"exceptions\":[{\"errorCode\":401,\"message\":\"pinot-proxy: no\"}]}\n"
-        );
-        let other =
-            json_error::<Bytes>(StatusCode::BAD_GATEWAY, "x", Some("controller"), "/tables");
-        assert_eq!(
-            other.body().as_ref(),
-            b"{\"error\":\"pinot-proxy: x\",\"component\":\"controller\"}\n"
-        );
-    }
 
     #[test]
     fn echo_escapes_control_characters_and_cuts_long_text() {
@@ -300,23 +275,20 @@ mod tests {
     }
 
     #[test]
-    fn grpc_message_is_percent_encoded() {
-        assert_eq!(percent_encode("a b%c"), "a b%25c");
-        assert_eq!(percent_encode("é\n"), "%C3%A9%0A");
-    }
-
-    #[test]
-    fn trailers_only_response_has_status_and_message() {
-        let err = ProxyError::NotAllowed {
-            target: "evil:1".into(),
-            reason: "no allow entry matches".into(),
+    fn each_error_has_one_status_per_protocol() {
+        let err = Error::Busy {
+            component: "broker",
+            limit: "x".into(),
         };
-        let response: Response<String> = err.to_response();
-        assert_eq!(response.status(), StatusCode::OK);
-        assert_eq!(response.headers()["grpc-status"], "7");
-        assert_eq!(
-            response.headers()["grpc-message"],
-            "pinot-proxy: target evil:1 is not allowed: no allow entry matches"
-        );
+        assert_eq!(err.http_status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(err.grpc_code(), Code::ResourceExhausted);
+        assert_eq!(err.side(), Side::Proxy);
+        assert_eq!(err.component(), Some("broker"));
+        let err = Error::NotAllowed {
+            target: "evil:1".into(),
+            reason: "no".into(),
+        };
+        assert_eq!(err.grpc_code(), Code::PermissionDenied);
+        assert_eq!(err.side(), Side::Client);
     }
 }

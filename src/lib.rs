@@ -1,37 +1,43 @@
 //! pinot-proxy: one endpoint in front of an Apache Pinot cluster. It forwards each gRPC call to
-//! the Pinot server the caller names, through pooled HTTP/2 connections.
+//! the Pinot server the caller names, through pooled HTTP/2 connections, and each REST call to
+//! the controller or broker its path belongs to. The public API is small: load a [`Config`],
+//! build an [`App`], bind it into a [`Server`] and run it (or call [`run`]).
 #![forbid(unsafe_code)]
 
-pub mod auth;
-pub mod config;
-pub mod error;
-pub mod grpc;
-mod idle;
-pub mod pool;
-pub mod rest;
-pub mod route;
-pub mod serve;
-pub mod tls;
-pub mod token;
-pub mod wire;
+mod access_log;
+mod app;
+mod config;
+mod dispatch;
+mod error;
+mod grpc;
+mod http;
+mod listen;
+mod policy;
+mod respond;
+mod rest;
+mod tls;
+mod upstream;
 
-/// Pinot's protobuf messages (`proto/server.proto`).
-pub mod proto {
+/// Pinot's protobuf messages (`proto/server.proto`). Generated; the proxy itself decodes only
+/// what it routes by, and tests build the rest.
+#[allow(dead_code)]
+mod proto {
     include!(concat!(
         env!("OUT_DIR"),
         "/org.apache.pinot.common.proto.rs"
     ));
 }
 
+pub use app::App;
 pub use config::Config;
-pub use serve::Server;
+pub use listen::{Server, Stats};
+pub use policy::{token, Secrets};
+pub use tls::ReloadStatus;
 
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-/// Binds and serves `config` until `shutdown` completes.
+/// Builds, binds and serves `config` until `shutdown` completes.
 pub async fn run(
     config: Config,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    Server::bind(&config).await?.run(shutdown).await
+    App::build(&config)?.bind().await?.run(shutdown).await
 }

@@ -56,7 +56,9 @@ fn main() -> ExitCode {
         // Loads every file and secret the config names, as a start would, and binds nothing.
         let checked = tokio::runtime::Runtime::new()
             .map_err(anyhow::Error::from)
-            .and_then(|runtime| runtime.block_on(async { pinot_proxy::Server::check(&config) }));
+            .and_then(|runtime| {
+                runtime.block_on(async { pinot_proxy::App::build(&config).map(drop) })
+            });
         if let Err(err) = checked {
             eprintln!("pinot-proxy: {}: {err:#}", cli.config.display());
             return ExitCode::from(2);

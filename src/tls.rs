@@ -2,6 +2,7 @@
 //! the client config for TLS to Pinot servers, and live reloading of both when their files
 //! change on disk or on SIGHUP.
 
+use crate::config::{Host, ServerTlsConfig, UpstreamTlsConfig};
 use anyhow::{bail, Context};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
@@ -9,7 +10,6 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
-use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
@@ -18,161 +18,79 @@ use tokio::sync::watch;
 const VERSIONS: &[&rustls::SupportedProtocolVersion] =
     &[&rustls::version::TLS13, &rustls::version::TLS12];
 
-/// `[server.tls]`: TLS on the listening port. Without it the port speaks plaintext.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ServerTlsConfig {
-    /// PEM certificate chain, leaf first.
-    pub cert_file: PathBuf,
-    /// PEM private key (PKCS#8, PKCS#1 or SEC1) matching the certificate.
-    pub key_file: PathBuf,
-    /// PEM CA bundle; when set, clients must present a certificate it verifies.
-    #[serde(default)]
-    pub client_ca_file: Option<PathBuf>,
-    /// A handshake not done within this many milliseconds drops the connection.
-    #[serde(default = "default_handshake_timeout_ms")]
-    pub handshake_timeout_ms: u64,
-}
-
-/// `[servers.tls]`: TLS to the Pinot servers (`pinot.server.grpctls.enabled=true`); also
-/// `[controller.tls]` and `[broker.tls]` for `https://` URLs.
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UpstreamTlsConfig {
-    /// PEM CA bundle that verifies the servers; the system roots when absent.
-    #[serde(default)]
-    pub ca_file: Option<PathBuf>,
-    /// PEM client certificate chain, for servers that require one (with `key_file`).
-    #[serde(default)]
-    pub cert_file: Option<PathBuf>,
-    /// PEM private key of the client certificate.
-    #[serde(default)]
-    pub key_file: Option<PathBuf>,
-    /// Name to verify in every server's certificate instead of the target host name.
-    #[serde(default)]
-    pub server_name: Option<String>,
-    /// Accept any server certificate. Only for testing: it allows interception.
-    #[serde(default)]
-    pub insecure_skip_verify: bool,
-}
-
-fn default_handshake_timeout_ms() -> u64 {
-    10_000
-}
-
-impl ServerTlsConfig {
-    pub fn handshake_timeout(&self) -> Duration {
-        Duration::from_millis(self.handshake_timeout_ms)
-    }
-
-    /// The files, each with its key.
-    fn files(&self) -> Vec<(&'static str, PathBuf)> {
-        let mut files = vec![
-            ("cert_file", self.cert_file.clone()),
-            ("key_file", self.key_file.clone()),
-        ];
-        files.extend(
-            self.client_ca_file
-                .clone()
-                .map(|path| ("client_ca_file", path)),
-        );
-        files
-    }
-
-    /// Builds a rustls server config from the files' contents (in the order of `files()`).
-    fn build(&self, contents: &[Vec<u8>]) -> anyhow::Result<rustls::ServerConfig> {
-        let provider = provider();
-        let certs = parse_certs(&self.cert_file, &contents[0])?;
-        let key = parse_key(&self.key_file, &contents[1])?;
-        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
-            .with_protocol_versions(VERSIONS)
-            .context("TLS versions")?;
-        let builder = match &self.client_ca_file {
-            Some(path) => {
-                let roots = parse_roots(path, &contents[2])?;
-                let verifier =
-                    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-                        .build()
-                        .with_context(|| format!("client_ca_file {}", path.display()))?;
-                builder.with_client_cert_verifier(verifier)
-            }
-            None => builder.with_no_client_auth(),
-        };
-        let mut config = builder.with_single_cert(certs, key).with_context(|| {
-            format!(
-                "key_file {} does not fit cert_file {}",
-                self.key_file.display(),
-                self.cert_file.display()
-            )
-        })?;
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        Ok(config)
-    }
-}
-
-impl UpstreamTlsConfig {
-    /// Checks the keys; `key` names the section (`servers.tls`, `broker.tls`, ...).
-    pub fn validate(&self, key: &str) -> anyhow::Result<()> {
-        if self.cert_file.is_some() != self.key_file.is_some() {
-            bail!("{key}: cert_file and key_file go together");
+/// Builds the listener's rustls config from the files' contents (in the order of `files()`).
+fn build_server(
+    tls: &ServerTlsConfig,
+    contents: &[Vec<u8>],
+) -> anyhow::Result<rustls::ServerConfig> {
+    let provider = provider();
+    let certs = parse_certs(&tls.cert_file, &contents[0])?;
+    let key = parse_key(&tls.key_file, &contents[1])?;
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(VERSIONS)
+        .context("TLS versions")?;
+    let builder = match &tls.client_ca_file {
+        Some(path) => {
+            let roots = parse_roots(path, &contents[2])?;
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .with_context(|| format!("client_ca_file {}", path.display()))?;
+            builder.with_client_cert_verifier(verifier)
         }
-        if let Some(name) = &self.server_name {
-            ServerName::try_from(name.as_str())
-                .with_context(|| format!("{key}.server_name {name:?} is not a DNS name or IP"))?;
-        }
-        Ok(())
-    }
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_single_cert(certs, key).with_context(|| {
+        format!(
+            "key_file {} does not fit cert_file {}",
+            tls.key_file.display(),
+            tls.cert_file.display()
+        )
+    })?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
+}
 
-    /// The files, each with its key.
-    fn files(&self) -> Vec<(&'static str, PathBuf)> {
-        [
-            ("ca_file", &self.ca_file),
-            ("cert_file", &self.cert_file),
-            ("key_file", &self.key_file),
-        ]
-        .into_iter()
-        .filter_map(|(key, path)| path.clone().map(|path| (key, path)))
-        .collect()
-    }
-
-    /// Builds a rustls client config from the files' contents (in the order of `files()`).
-    fn build(&self, contents: &[Vec<u8>], alpn: &[&[u8]]) -> anyhow::Result<rustls::ClientConfig> {
-        let provider = provider();
-        let mut contents = contents.iter();
-        let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-            .with_protocol_versions(VERSIONS)
-            .context("TLS versions")?;
-        let builder = if self.insecure_skip_verify {
-            builder
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(AcceptAnyServer(provider)))
-        } else {
-            let roots = match &self.ca_file {
-                Some(path) => parse_roots(path, contents.next().map_or(&[][..], |c| c))?,
-                None => system_roots()?,
-            };
-            builder.with_root_certificates(roots)
+/// Builds a rustls client config from the files' contents (in the order of `files()`).
+fn build_client(
+    tls: &UpstreamTlsConfig,
+    contents: &[Vec<u8>],
+    alpn: &[&[u8]],
+) -> anyhow::Result<rustls::ClientConfig> {
+    let provider = provider();
+    let mut contents = contents.iter();
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(VERSIONS)
+        .context("TLS versions")?;
+    let builder = if tls.insecure_skip_verify {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AcceptAnyServer(provider)))
+    } else {
+        let roots = match &tls.ca_file {
+            Some(path) => parse_roots(path, contents.next().map_or(&[][..], |c| c))?,
+            None => system_roots()?,
         };
-        if self.insecure_skip_verify && self.ca_file.is_some() {
-            contents.next();
+        builder.with_root_certificates(roots)
+    };
+    if tls.insecure_skip_verify && tls.ca_file.is_some() {
+        contents.next();
+    }
+    let mut config = match (&tls.cert_file, &tls.key_file) {
+        (Some(cert_file), Some(key_file)) => {
+            let certs = parse_certs(cert_file, contents.next().map_or(&[][..], |c| c))?;
+            let key = parse_key(key_file, contents.next().map_or(&[][..], |c| c))?;
+            builder.with_client_auth_cert(certs, key).with_context(|| {
+                format!(
+                    "servers.tls.key_file {} does not fit cert_file {}",
+                    key_file.display(),
+                    cert_file.display()
+                )
+            })?
         }
-        let mut config = match (&self.cert_file, &self.key_file) {
-            (Some(cert_file), Some(key_file)) => {
-                let certs = parse_certs(cert_file, contents.next().map_or(&[][..], |c| c))?;
-                let key = parse_key(key_file, contents.next().map_or(&[][..], |c| c))?;
-                builder.with_client_auth_cert(certs, key).with_context(|| {
-                    format!(
-                        "servers.tls.key_file {} does not fit cert_file {}",
-                        key_file.display(),
-                        cert_file.display()
-                    )
-                })?
-            }
-            _ => builder.with_no_client_auth(),
-        };
-        config.alpn_protocols = alpn.iter().map(|protocol| protocol.to_vec()).collect();
-        Ok(config)
-    }
+        _ => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = alpn.iter().map(|protocol| protocol.to_vec()).collect();
+    Ok(config)
 }
 
 fn provider() -> Arc<CryptoProvider> {
@@ -390,7 +308,7 @@ pub const ALPN_HTTP1: &[&[u8]] = &[b"http/1.1"];
 pub fn server_tls(config: &ServerTlsConfig) -> anyhow::Result<Arc<ServerTls>> {
     let owned = config.clone();
     Reloadable::new("server.tls", config.files(), move |contents| {
-        owned.build(contents)
+        build_server(&owned, contents)
     })
     .map(Arc::new)
 }
@@ -411,7 +329,7 @@ pub fn upstream_tls(
     }
     let owned = config.clone();
     Reloadable::new(key, config.files(), move |contents| {
-        owned.build(contents, alpn)
+        build_client(&owned, contents, alpn)
     })
     .map(Arc::new)
 }
@@ -489,15 +407,12 @@ impl ClientIdentity {
 }
 
 /// The name to verify in a target server's certificate.
-pub fn server_name(
-    config: &UpstreamTlsConfig,
-    host: &crate::route::Host,
-) -> Result<ServerName<'static>, String> {
+pub fn server_name(config: &UpstreamTlsConfig, host: &Host) -> Result<ServerName<'static>, String> {
     match (&config.server_name, host) {
         (Some(name), _) => ServerName::try_from(name.clone()).map_err(|err| err.to_string()),
-        (None, crate::route::Host::Name(name)) => {
+        (None, Host::Name(name)) => {
             ServerName::try_from(name.clone()).map_err(|err| err.to_string())
         }
-        (None, crate::route::Host::Ip(ip)) => Ok(ServerName::IpAddress((*ip).into())),
+        (None, Host::Ip(ip)) => Ok(ServerName::IpAddress((*ip).into())),
     }
 }

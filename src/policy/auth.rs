@@ -1,136 +1,18 @@
-//! Who may call what: the `[auth]` policy per surface (gRPC, REST), the credential store, and
-//! the credentials the proxy sends on to Pinot in place of the caller's.
+//! Who may call what: checks callers' credentials (Basic, Bearer, StarTree tokens, client
+//! certificates) against the `[auth]` policy of each surface, gRPC and REST.
 
+use super::credentials::Secrets;
+use super::token::{self, Credentials};
+use crate::config::{parse_sha256, AuthConfig, GrpcPolicy, RestPolicy};
 use crate::tls::ClientIdentity;
-use crate::token::{self, Credentials, Secret};
 use anyhow::{bail, Context};
-use base64::Engine;
 use http::{HeaderMap, HeaderValue};
-use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use subtle::ConstantTimeEq;
-
-/// `[auth]`: what callers must present. Absent: nothing is required (a warning is logged).
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AuthConfig {
-    /// gRPC calls: "required" (valid credentials), "client-cert" (a verified client
-    /// certificate, or valid credentials), or "none".
-    #[serde(default)]
-    pub grpc: GrpcPolicy,
-    /// REST calls: "required" (Basic or Bearer credentials on every request) or "none".
-    #[serde(default)]
-    pub rest: RestPolicy,
-    /// The callers' accounts.
-    #[serde(default)]
-    pub users: Vec<UserConfig>,
-}
-
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum GrpcPolicy {
-    Required,
-    ClientCert,
-    #[default]
-    None,
-}
-
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum RestPolicy {
-    Required,
-    #[default]
-    None,
-}
-
-/// One `[[auth.users]]` account; exactly one of the password keys.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UserConfig {
-    pub username: String,
-    /// Lower- or upper-case hex SHA-256 of the password (`pinot-proxy token hash`).
-    #[serde(default)]
-    pub password_sha256: Option<String>,
-    /// Name of an environment variable holding the password.
-    #[serde(default)]
-    pub password_env: Option<String>,
-    /// The password itself; accepted, with a warning: prefer the other two.
-    #[serde(default)]
-    pub password: Option<Secret>,
-}
-
-/// `[servers.auth]`, `[controller.auth]`, `[broker.auth]`: what the proxy sends to Pinot.
-/// The caller's own credentials are never forwarded unless `pass_through` is set.
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UpstreamAuthConfig {
-    /// Username to send (with `password_env`).
-    #[serde(default)]
-    pub username: Option<String>,
-    /// Environment variable holding the password to send.
-    #[serde(default)]
-    pub password_env: Option<String>,
-    /// Forward the caller's own `authorization` instead.
-    #[serde(default)]
-    pub pass_through: bool,
-}
-
-/// What to do with credentials on the way to Pinot.
-#[derive(Clone, Debug, Default)]
-pub enum Upstream {
-    /// Send none: the caller's are removed.
-    #[default]
-    Strip,
-    /// Send the caller's unchanged.
-    PassThrough,
-    /// Replace with this `Authorization` value.
-    Inject(HeaderValue),
-}
-
-impl UpstreamAuthConfig {
-    /// Resolves the password from the environment; `key` names the section for errors.
-    pub fn resolve(&self, key: &str) -> anyhow::Result<Upstream> {
-        match (&self.username, &self.password_env, self.pass_through) {
-            (None, None, false) => Ok(Upstream::Strip),
-            (None, None, true) => Ok(Upstream::PassThrough),
-            (Some(user), Some(env), false) => {
-                let password = std::env::var(env).with_context(|| {
-                    format!("{key}.password_env: environment variable {env} is not set")
-                })?;
-                let encoded =
-                    base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
-                let mut value =
-                    HeaderValue::try_from(format!("Basic {encoded}")).with_context(|| {
-                        format!("{key}: username or password is not a valid header")
-                    })?;
-                value.set_sensitive(true);
-                Ok(Upstream::Inject(value))
-            }
-            (_, _, true) => bail!("{key}: pass_through cannot be combined with username"),
-            _ => bail!("{key}: username and password_env go together"),
-        }
-    }
-}
-
-impl Upstream {
-    /// Applies this choice to request headers.
-    pub fn apply(&self, headers: &mut HeaderMap) {
-        match self {
-            Upstream::Strip => {
-                headers.remove(http::header::AUTHORIZATION);
-            }
-            Upstream::PassThrough => {}
-            Upstream::Inject(value) => {
-                headers.insert(http::header::AUTHORIZATION, value.clone());
-            }
-        }
-    }
-}
 
 /// Why a caller was refused.
 #[derive(Clone, Debug, thiserror::Error)]
@@ -154,50 +36,38 @@ pub struct Authenticator {
     users: HashMap<String, [u8; 32]>,
     /// Compared against when the user is unknown, so that costs the same as a wrong password.
     decoy: [u8; 32],
-    failures: AtomicU64,
     log_budget: Mutex<LogBudget>,
 }
 
 impl Authenticator {
-    pub fn new(config: &AuthConfig) -> anyhow::Result<Authenticator> {
+    /// Builds the checker from a validated `[auth]`, reading `password_env` secrets.
+    pub fn new(config: &AuthConfig, secrets: &Secrets) -> anyhow::Result<Authenticator> {
         let mut users = HashMap::new();
         for (i, user) in config.users.iter().enumerate() {
-            let key = format!("auth.users[{i}] ({})", user.username);
-            if user.username.is_empty() || user.username.contains(':') {
-                bail!("{key}: username must be non-empty and contain no ':'");
-            }
+            let key = user.key(i);
             let hash = match (&user.password_sha256, &user.password_env, &user.password) {
-                (Some(hex), None, None) => parse_sha256(hex)
+                (Some(hex), _, _) => parse_sha256(hex)
                     .with_context(|| format!("{key}: password_sha256 is not 64 hex digits"))?,
-                (None, Some(env), None) => {
-                    let password = std::env::var(env).with_context(|| {
-                        format!("{key}: password_env: environment variable {env} is not set")
-                    })?;
+                (_, Some(env), _) => {
+                    let password = secrets.get(env, &format!("{key}: password_env"))?;
                     Sha256::digest(password.as_bytes()).into()
                 }
-                (None, None, Some(password)) => {
+                (_, _, Some(password)) => {
                     tracing::warn!(
-                        user = %user.username,
+                        user = %crate::error::echo(&user.username),
                         "auth.users: a plain `password` is in the config file; use password_sha256 or password_env"
                     );
                     Sha256::digest(password.expose().as_bytes()).into()
                 }
                 _ => bail!("{key}: set exactly one of password_sha256, password_env, password"),
             };
-            if users.insert(user.username.clone(), hash).is_some() {
-                bail!("{key}: username is listed twice");
-            }
-        }
-        let needs_users = config.grpc != GrpcPolicy::None || config.rest == RestPolicy::Required;
-        if needs_users && users.is_empty() && config.grpc != GrpcPolicy::ClientCert {
-            bail!("auth: a policy requires credentials but auth.users is empty");
+            users.insert(user.username.clone(), hash);
         }
         Ok(Authenticator {
             grpc: config.grpc,
             rest: config.rest,
             users,
             decoy: Sha256::digest(b"pinot-proxy decoy").into(),
-            failures: AtomicU64::new(0),
             log_budget: Mutex::new(LogBudget::new()),
         })
     }
@@ -211,11 +81,6 @@ impl Authenticator {
                 "authentication is off for some callers ([auth] grpc/rest = \"none\")"
             );
         }
-    }
-
-    /// Failed authentications since start.
-    pub fn failures(&self) -> u64 {
-        self.failures.load(Ordering::Relaxed)
     }
 
     /// Whether checking a gRPC call needs the credentials inside its first message: the policy
@@ -307,7 +172,6 @@ impl Authenticator {
         let Err(err) = result else {
             return;
         };
-        self.failures.fetch_add(1, Ordering::Relaxed);
         let suppressed = match self.log_budget.lock() {
             Ok(mut budget) => budget.take(),
             Err(_) => None,
@@ -327,18 +191,6 @@ impl Authenticator {
             );
         }
     }
-}
-
-fn parse_sha256(hex: &str) -> anyhow::Result<[u8; 32]> {
-    let hex = hex.trim();
-    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-        bail!("expected 64 hex digits");
-    }
-    let mut out = [0u8; 32];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16)?;
-    }
-    Ok(out)
 }
 
 /// At most `PER_SECOND` failure log lines a second; the rest are counted and reported on
@@ -379,9 +231,10 @@ impl LogBudget {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::UserConfig;
 
     fn authenticator(grpc: GrpcPolicy, rest: RestPolicy) -> Authenticator {
-        Authenticator::new(&AuthConfig {
+        let config = AuthConfig {
             grpc,
             rest,
             users: vec![UserConfig {
@@ -390,8 +243,8 @@ mod tests {
                 password_env: None,
                 password: None,
             }],
-        })
-        .unwrap()
+        };
+        Authenticator::new(&config, &Secrets::from_pairs::<&str, &str>([])).unwrap()
     }
 
     fn headers(authorization: Option<&str>) -> HeaderMap {
@@ -503,35 +356,20 @@ mod tests {
             (user(Some("abc"), None), "64 hex digits"),
             (user(None, None), "exactly one"),
             (user(Some(&"a".repeat(64)), Some("X")), "exactly one"),
-            (
-                user(None, Some("PINOT_PROXY_TEST_UNSET_VARIABLE")),
-                "is not set",
-            ),
         ] {
-            let err = Authenticator::new(&config(bad)).err().expect("refused");
+            let err = config(bad).validate().err().expect("refused");
             let text = format!("{err:#}");
             assert!(text.contains("trino") && text.contains(expected), "{text}");
         }
-    }
-
-    #[test]
-    fn upstream_credentials_resolve_from_the_environment() {
-        std::env::set_var("PINOT_PROXY_TEST_UPSTREAM_PASSWORD", "s3cret");
-        let config = UpstreamAuthConfig {
-            username: Some("proxy".into()),
-            password_env: Some("PINOT_PROXY_TEST_UPSTREAM_PASSWORD".into()),
-            pass_through: false,
-        };
-        let Upstream::Inject(value) = config.resolve("servers.auth").unwrap() else {
-            panic!("expected injection");
-        };
-        assert_eq!(value, "Basic cHJveHk6czNjcmV0");
-        assert!(UpstreamAuthConfig::default().resolve("x").is_ok());
-        let both = UpstreamAuthConfig {
-            pass_through: true,
-            ..config
-        };
-        assert!(both.resolve("servers.auth").is_err());
+        let unset = config(user(None, Some("PINOT_PROXY_TEST_UNSET_VARIABLE")));
+        unset.validate().expect("only the secret is missing");
+        let none = Secrets::from_pairs::<&str, &str>([]);
+        let err = Authenticator::new(&unset, &none).err().expect("refused");
+        let text = format!("{err:#}");
+        assert!(
+            text.contains("trino") && text.contains("is not set"),
+            "{text}"
+        );
     }
 
     #[test]

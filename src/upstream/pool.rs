@@ -2,30 +2,34 @@
 //! a connection until its stream limit, concurrent first calls share one connection attempt,
 //! idle connections are closed, and a broken one is replaced on the next call.
 
-use crate::config::ServersConfig;
-use crate::error::ProxyError;
-use crate::route::{Allowlist, Host, Target};
-use crate::tls::{UpstreamTls, UpstreamTlsConfig};
+use super::connect;
+use super::Origin;
+use crate::config::UpstreamTlsConfig;
+use crate::error::Error;
+use crate::policy::{Allowlist, Target};
+use crate::tls::UpstreamTls;
 use futures_util::future::{BoxFuture, FutureExt, Shared};
-use hyper::client::conn::http2::{Builder, SendRequest};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper::client::conn::http2::SendRequest;
 use std::collections::HashMap;
-use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
-use tokio::net::TcpStream;
 
-/// Who named a target: a caller (checked against the allowlist) or the configuration.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Origin {
-    Caller,
-    Configured,
+/// How the pool opens and keeps connections (from `[servers]`).
+#[derive(Clone, Debug)]
+pub(crate) struct PoolSettings {
+    /// Time to resolve a name and open a connection.
+    pub(crate) connect_timeout: Duration,
+    /// A connection with no call in flight for this long is closed.
+    pub(crate) idle_timeout: Duration,
+    /// HTTP/2 PING interval while calls are open.
+    pub(crate) keepalive: Option<Duration>,
+    /// Most distinct servers with open connections at once.
+    pub(crate) max_targets: usize,
 }
 
 /// The pooled connections to all target servers.
-pub struct Pool<B> {
+pub(crate) struct Pool<B> {
     inner: Arc<Inner<B>>,
 }
 
@@ -54,10 +58,10 @@ struct Slot<B> {
     connecting: Option<Connecting<B>>,
 }
 
-type Connecting<B> = Shared<BoxFuture<'static, Result<Arc<Conn<B>>, ProxyError>>>;
+type Connecting<B> = Shared<BoxFuture<'static, Result<Arc<Conn<B>>, Error>>>;
 
 /// One HTTP/2 connection to a server.
-pub struct Conn<B> {
+pub(crate) struct Conn<B> {
     sender: SendRequest<B>,
     /// The server's stream limit for this connection.
     max_streams: Arc<AtomicUsize>,
@@ -67,7 +71,7 @@ pub struct Conn<B> {
 }
 
 /// The right to run one call on a connection; the call counts as in flight until it is dropped.
-pub struct Lease<B> {
+pub(crate) struct Lease<B> {
     conn: Arc<Conn<B>>,
     pool: Weak<Inner<B>>,
 }
@@ -83,7 +87,7 @@ where
     B: http_body::Body + Send + 'static,
 {
     /// A handle to send the call's request on.
-    pub fn sender(&self) -> SendRequest<B> {
+    pub(crate) fn sender(&self) -> SendRequest<B> {
         self.conn.sender.clone()
     }
 }
@@ -104,20 +108,19 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     /// Creates the pool and starts its idle-connection reaper (stops when the pool is dropped).
-    pub fn new(
-        config: &ServersConfig,
+    pub(crate) fn new(
+        settings: PoolSettings,
         allowlist: Allowlist,
-        tls: Option<Arc<UpstreamTls>>,
+        tls: Option<(Arc<UpstreamTls>, UpstreamTlsConfig)>,
     ) -> Pool<B> {
         let inner = Arc::new(Inner {
             slots: Mutex::new(HashMap::new()),
             allowlist,
-            tls: tls.zip(config.tls.clone()),
-            connect_timeout: config.connect_timeout(),
-            idle_timeout: config.idle_timeout(),
-            keepalive: (config.keepalive_interval_ms > 0)
-                .then(|| Duration::from_millis(config.keepalive_interval_ms)),
-            max_targets: config.max_targets,
+            tls,
+            connect_timeout: settings.connect_timeout,
+            idle_timeout: settings.idle_timeout,
+            keepalive: settings.keepalive,
+            max_targets: settings.max_targets,
             epoch: Instant::now(),
             opened: AtomicU64::new(0),
         });
@@ -139,20 +142,18 @@ where
     }
 
     /// How many upstream connections the pool has opened since it started.
-    pub fn connections_opened(&self) -> u64 {
+    pub(crate) fn connections_opened(&self) -> u64 {
         self.inner.opened.load(Ordering::Relaxed)
-    }
-
-    /// How many upstream connections are open now.
-    pub fn connections_open(&self) -> usize {
-        let slots = self.inner.slots.lock().unwrap_or_else(|e| e.into_inner());
-        slots.values().map(|slot| slot.conns.len()).sum()
     }
 
     /// A connection to `target` with room for one more stream, opened if needed.
     /// The allowlist is checked first: a refused target never causes a lookup or connection.
     /// A `Configured` target (one the operator named, like a broker) skips it.
-    pub async fn checkout(&self, target: &Target, origin: Origin) -> Result<Lease<B>, ProxyError> {
+    pub(crate) async fn checkout(
+        &self,
+        target: &Target,
+        origin: Origin,
+    ) -> Result<Lease<B>, Error> {
         if origin == Origin::Caller {
             self.inner.allowlist.check(target)?;
         }
@@ -183,7 +184,7 @@ where
                     let name = target.to_string();
                     async move {
                         attempt.await.unwrap_or_else(|err| {
-                            Err(ProxyError::Unreachable {
+                            Err(Error::Unreachable {
                                 target: name,
                                 reason: format!("connection attempt failed: {err}"),
                             })
@@ -213,15 +214,11 @@ where
     }
 
     /// Opens a connection and files it (or the failure) in the target's slot.
-    async fn open(
-        self: Arc<Self>,
-        target: Target,
-        origin: Origin,
-    ) -> Result<Arc<Conn<B>>, ProxyError> {
+    async fn open(self: Arc<Self>, target: Target, origin: Origin) -> Result<Arc<Conn<B>>, Error> {
         let result = tokio::time::timeout(self.connect_timeout, self.connect(&target, origin))
             .await
             .unwrap_or_else(|_| {
-                Err(ProxyError::Unreachable {
+                Err(Error::Unreachable {
                     target: target.to_string(),
                     reason: format!(
                         "no connection within {} ms (servers.connect_timeout_ms)",
@@ -243,52 +240,14 @@ where
         result
     }
 
-    async fn connect(&self, target: &Target, origin: Origin) -> Result<Arc<Conn<B>>, ProxyError> {
-        let unreachable = |reason: String| ProxyError::Unreachable {
-            target: target.to_string(),
-            reason,
-        };
-        let addrs: Vec<SocketAddr> = match &target.host {
-            Host::Ip(ip) => vec![SocketAddr::new(*ip, target.port)],
-            Host::Name(name) => tokio::net::lookup_host((name.as_str(), target.port))
-                .await
-                .map_err(|err| unreachable(format!("cannot resolve host: {err}")))?
-                .collect(),
-        };
-        if addrs.is_empty() {
-            return Err(unreachable("host resolves to no address".into()));
-        }
-        // Every address is checked before any is tried, and only checked ones are dialled.
-        if origin == Origin::Caller {
-            for addr in &addrs {
-                self.allowlist.check_resolved(target, addr.ip())?;
-            }
-        }
-        let mut last_err = None;
-        let mut stream = None;
-        for addr in &addrs {
-            match TcpStream::connect(addr).await {
-                Ok(tcp) => {
-                    stream = Some(tcp);
-                    break;
-                }
-                Err(err) => last_err = Some(format!("{addr}: {err}")),
-            }
-        }
-        let stream = stream.ok_or_else(|| unreachable(last_err.unwrap_or_default()))?;
-        let _ = stream.set_nodelay(true);
-        let (sender, max_streams) = match &self.tls {
-            None => handshake(stream, target, self.keepalive).await?,
-            Some((tls, config)) => {
-                let name = crate::tls::server_name(config, &target.host)
-                    .map_err(|err| unreachable(format!("TLS server name: {err}")))?;
-                let stream = tokio_rustls::TlsConnector::from(tls.get())
-                    .connect(name, stream)
-                    .await
-                    .map_err(|err| unreachable(format!("TLS handshake failed: {err}")))?;
-                handshake(stream, target, self.keepalive).await?
-            }
-        };
+    async fn connect(&self, target: &Target, origin: Origin) -> Result<Arc<Conn<B>>, Error> {
+        let allowlist = (origin == Origin::Caller).then_some(&self.allowlist);
+        let tls = self
+            .tls
+            .as_ref()
+            .map(|(tls, config)| (tls.as_ref(), config));
+        let (sender, max_streams) =
+            connect::connect(target, allowlist, tls, self.keepalive).await?;
         self.opened.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(target = %target, "upstream connection opened");
         Ok(Arc::new(Conn {
@@ -325,7 +284,7 @@ impl<B: http_body::Body + 'static> Inner<B> {
 
     /// Makes room for a new target by dropping the least recently used target with no call in
     /// flight; fails when every target is busy.
-    fn evict_one_idle(&self, slots: &mut HashMap<Target, Slot<B>>) -> Result<(), ProxyError> {
+    fn evict_one_idle(&self, slots: &mut HashMap<Target, Slot<B>>) -> Result<(), Error> {
         let victim = slots
             .iter()
             .filter(|(_, slot)| {
@@ -348,58 +307,7 @@ impl<B: http_body::Body + 'static> Inner<B> {
                 slots.remove(&target);
                 Ok(())
             }
-            None => Err(ProxyError::TooManyTargets(self.max_targets)),
+            None => Err(Error::TooManyTargets(self.max_targets)),
         }
     }
-}
-
-/// HTTP/2 handshake on a connected stream; spawns the task that drives the connection.
-async fn handshake<B, T>(
-    io: T,
-    target: &Target,
-    keepalive: Option<Duration>,
-) -> Result<(SendRequest<B>, Arc<AtomicUsize>), ProxyError>
-where
-    B: http_body::Body<Data = bytes::Bytes> + Send + Unpin + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
-{
-    let mut builder = Builder::new(TokioExecutor::new());
-    // Larger DATA frames from the server mean fewer reads per MiB: measured in the benchmark,
-    // 1 MiB frames cut syscalls per MiB from 251 to 94 on large streams.
-    builder.timer(TokioTimer::new()).max_frame_size(1 << 20);
-    if let Some(interval) = keepalive {
-        // Only while calls are open: Pinot (grpc-java) counts pings on an idle connection, and
-        // pings more often than every 5 minutes without data, as abuse.
-        builder
-            .keep_alive_interval(interval)
-            .keep_alive_timeout(Duration::from_secs(20))
-            .keep_alive_while_idle(false);
-    }
-    let (sender, connection) =
-        builder
-            .handshake(TokioIo::new(io))
-            .await
-            .map_err(|err| ProxyError::Unreachable {
-                target: target.to_string(),
-                reason: format!("HTTP/2 handshake failed: {err}"),
-            })?;
-    let name = target.to_string();
-    let max_streams = Arc::new(AtomicUsize::new(usize::MAX));
-    let published = max_streams.clone();
-    let mut connection = Box::pin(connection);
-    // Drives the connection, publishing the server's SETTINGS_MAX_CONCURRENT_STREAMS after
-    // every poll (it only changes when the connection reads a frame).
-    let driver = std::future::poll_fn(move |cx| {
-        let poll = connection.as_mut().poll(cx);
-        published.store(connection.current_max_send_streams(), Ordering::Relaxed);
-        poll
-    });
-    tokio::spawn(async move {
-        match driver.await {
-            Ok(()) => tracing::debug!(target = %name, "upstream connection closed"),
-            Err(err) => tracing::info!(target = %name, error = %err, "upstream connection failed"),
-        }
-    });
-    Ok((sender, max_streams))
 }

@@ -1,7 +1,7 @@
 //! Credential decoding: turns an `Authorization` header or a StarTree API token into a username
 //! and password, and checks passwords against SHA-256 hashes. Pure: no I/O, no async.
 
-use std::fmt;
+pub use crate::config::Secret;
 
 use base64::alphabet;
 use base64::engine::{DecodePaddingMode, Engine, GeneralPurpose, GeneralPurposeConfig};
@@ -66,42 +66,6 @@ pub enum TokenError {
     /// An `st-` token part holds something other than an ASCII letter or digit.
     #[error("st- token contains a character that is not an ascii letter or digit")]
     StTokenCharacter,
-}
-
-/// A password. `Debug` and `Display` print `***` so it cannot reach a log by accident; call
-/// [`Secret::expose`] where the plain text is really needed.
-#[derive(Clone, Default, serde::Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps `value`.
-    pub fn new(value: String) -> Self {
-        Self(value)
-    }
-
-    /// The plain text.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl From<String> for Secret {
-    fn from(value: String) -> Self {
-        Self(value)
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
 }
 
 /// A username and password decoded from a header or token. `Debug` shows the username only.
@@ -200,7 +164,7 @@ fn decode_st_token(rest: &[u8]) -> Result<Credentials, TokenError> {
     // Both parts are ASCII alphanumerics, hence valid UTF-8.
     Ok(Credentials {
         username: String::from_utf8_lossy(username).into_owned(),
-        password: Secret(String::from_utf8_lossy(password).into_owned()),
+        password: Secret::new(String::from_utf8_lossy(password).into_owned()),
     })
 }
 
@@ -217,7 +181,7 @@ fn decode_basic_token(token: &[u8]) -> Result<Credentials, TokenError> {
     }
     Ok(Credentials {
         username: username.to_owned(),
-        password: Secret(password.to_owned()),
+        password: Secret::new(password.to_owned()),
     })
 }
 

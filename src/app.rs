@@ -1,0 +1,184 @@
+//! Config -> App: every step that can fail on files, secrets or URLs runs once, here, before any
+//! port is bound (`--check` runs exactly this). Only this module reads the whole `Config`; each
+//! runtime part gets its own section or settings.
+
+use crate::config::Config;
+use crate::dispatch::Handlers;
+use crate::grpc::{Forwarder, RoutingLimits};
+use crate::listen::Server;
+use crate::policy::{Allowlist, Authenticator, LogBudget, Secrets, Target, UpstreamCredentials};
+use crate::rest::Rest;
+use crate::tls::{self, ServerTls, UpstreamTls};
+use crate::upstream::{BrokerTargets, Pool, PoolSettings};
+use anyhow::Context;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::server::conn::auto;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+/// A proxy built from its configuration, with every file and secret loaded; not yet bound.
+pub struct App {
+    config: Config,
+    server_tls: Option<(Arc<ServerTls>, Duration)>,
+    upstream_tls: Option<Arc<UpstreamTls>>,
+    auth: Arc<Authenticator>,
+    credentials: UpstreamCredentials,
+    instance: http::HeaderValue,
+    rest: Option<Arc<Rest>>,
+    brokers: Option<Arc<BrokerTargets>>,
+}
+
+impl App {
+    /// Builds the proxy, reading `password_env` secrets from the environment.
+    pub fn build(config: &Config) -> anyhow::Result<App> {
+        App::build_with(config, &Secrets::from_env())
+    }
+
+    /// Builds the proxy with secrets from `secrets`.
+    pub fn build_with(config: &Config, secrets: &Secrets) -> anyhow::Result<App> {
+        let server_tls = match &config.server.tls {
+            Some(tls_config) => Some((
+                tls::server_tls(tls_config)?,
+                Duration::from_millis(tls_config.handshake_timeout_ms),
+            )),
+            None => None,
+        };
+        let upstream_tls = config
+            .servers
+            .tls
+            .as_ref()
+            .map(|tls_config| tls::upstream_tls(tls_config, "servers.tls", tls::ALPN_H2))
+            .transpose()?;
+        let auth = Arc::new(Authenticator::new(&config.auth, secrets)?);
+        let credentials =
+            UpstreamCredentials::resolve(&config.servers.auth, "servers.auth", secrets)?;
+        let instance = crate::http::instance_id();
+        let rest = Rest::new(
+            &config.rest,
+            config.controller.as_ref(),
+            config.broker.as_ref(),
+            instance.clone(),
+            secrets,
+        )?
+        .map(Arc::new);
+        let brokers = broker_targets(config).map(Arc::new);
+        Ok(App {
+            config: config.clone(),
+            server_tls,
+            upstream_tls,
+            auth,
+            credentials,
+            instance,
+            rest,
+            brokers,
+        })
+    }
+
+    /// Binds the listening socket and starts the background work (TLS reloads, idle
+    /// upstream connections).
+    pub async fn bind(self) -> anyhow::Result<Server> {
+        let App {
+            config,
+            server_tls,
+            upstream_tls,
+            auth,
+            credentials,
+            instance,
+            rest,
+            brokers,
+        } = self;
+        let server = &config.server;
+        let listener = TcpListener::bind(server.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", server.listen))?;
+
+        let mut reloadable: Vec<Arc<dyn tls::Reload>> = Vec::new();
+        if let Some((server_tls, _)) = &server_tls {
+            reloadable.push(server_tls.clone());
+        }
+        if let Some(upstream_tls) = &upstream_tls {
+            reloadable.push(upstream_tls.clone());
+        }
+        if let Some(rest) = &rest {
+            reloadable.extend(rest.tls_configs());
+        }
+        let alive = Arc::new(());
+        tls::spawn_reloader(
+            reloadable,
+            Duration::from_millis(server.tls_reload_interval_ms),
+            Arc::downgrade(&alive),
+        );
+        auth.warn_if_open();
+
+        let servers = &config.servers;
+        let pool = Pool::new(
+            PoolSettings {
+                connect_timeout: Duration::from_millis(servers.connect_timeout_ms),
+                idle_timeout: Duration::from_millis(servers.idle_timeout_ms),
+                keepalive: (servers.keepalive_interval_ms > 0)
+                    .then(|| Duration::from_millis(servers.keepalive_interval_ms)),
+                max_targets: servers.max_targets,
+            },
+            Allowlist::new(servers.allow.clone(), servers.ports.clone()),
+            upstream_tls.zip(servers.tls.clone()),
+        );
+        let limits = RoutingLimits {
+            max_message_bytes: server.max_routing_message_bytes,
+            timeout: Duration::from_millis(server.first_message_timeout_ms),
+            budget: Arc::new(tokio::sync::Semaphore::new(
+                server.routing_buffer_bytes as usize,
+            )),
+            budget_bytes: server.routing_buffer_bytes,
+        };
+        let forwarder = Forwarder::new(pool, limits, auth.clone(), credentials, brokers, instance);
+
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        // HTTP/1.1 connections that do not finish their headers in time are closed.
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(Duration::from_millis(server.header_timeout_ms));
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(server.max_concurrent_streams);
+        if server.keepalive_interval_ms > 0 {
+            builder
+                .http2()
+                .keep_alive_interval(Duration::from_millis(server.keepalive_interval_ms))
+                .keep_alive_timeout(Duration::from_secs(20));
+        }
+        Ok(Server {
+            listener,
+            handlers: Handlers {
+                forwarder,
+                rest,
+                auth,
+            },
+            tls: server_tls,
+            builder,
+            grace: Duration::from_millis(server.shutdown_grace_ms),
+            handshake_log: Arc::new(std::sync::Mutex::new(LogBudget::new())),
+            header_timeout: Duration::from_millis(server.header_timeout_ms),
+            idle_timeout: Duration::from_millis(server.idle_timeout_ms),
+            _alive: alive,
+            connections: Arc::new(tokio::sync::Semaphore::new(server.max_connections)),
+        })
+    }
+}
+
+/// The brokers' gRPC endpoints: each `[broker]` URL's host on `grpc_port`, when it is set.
+fn broker_targets(config: &Config) -> Option<BrokerTargets> {
+    let broker = config.broker.as_ref()?;
+    let port = broker.grpc_port?.to_string();
+    let urls = crate::config::parse_urls("broker", &broker.urls).ok()?;
+    let targets = urls
+        .iter()
+        .filter_map(|url| {
+            let host = url.origin.split_once("://")?.1.rsplit_once(':')?.0;
+            Target::parse(host, &port).ok()
+        })
+        .collect();
+    BrokerTargets::new(targets)
+}

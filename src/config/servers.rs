@@ -1,0 +1,194 @@
+//! `[servers]`: the Pinot servers calls may reach (allow entries, ports), how connections to
+//! them behave, and the syntax of a host name, shared by allow entries and the targets callers
+//! name.
+
+use super::{UpstreamAuthConfig, UpstreamTlsConfig};
+use crate::error::echo;
+use ipnet::IpNet;
+use serde::Deserialize;
+use std::fmt;
+use std::net::IpAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServersConfig {
+    /// Host names, `*.suffix` wildcards, IP addresses and CIDR blocks a caller may name.
+    /// Nothing is allowed when empty.
+    #[serde(default)]
+    pub allow: Vec<AllowEntry>,
+    /// Ports a caller may name; any port when absent.
+    #[serde(default)]
+    pub ports: Option<Vec<u16>>,
+    /// Time to resolve a server's name and open its connection, in milliseconds.
+    #[serde(default = "defaults::connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// An upstream connection with no call in flight for this long is closed, in milliseconds.
+    #[serde(default = "defaults::idle_timeout_ms")]
+    pub idle_timeout_ms: u64,
+    /// HTTP/2 PING interval on upstream connections with calls open, in milliseconds, to find
+    /// a server that vanished without closing; 0 turns it off. Pinot servers (grpc-java)
+    /// treat pings more often than every 5 minutes without data as abuse, so keep it at
+    /// 300000 or more unless the servers set `permitKeepAliveTime` lower.
+    #[serde(default = "defaults::servers_keepalive_interval_ms")]
+    pub keepalive_interval_ms: u64,
+    /// Most distinct servers with open connections at once.
+    #[serde(default = "defaults::max_targets")]
+    pub max_targets: usize,
+    /// TLS to the Pinot servers; plaintext h2c when absent.
+    #[serde(default)]
+    pub tls: Option<UpstreamTlsConfig>,
+    /// Credentials sent to the Pinot servers (in the `Submit` request's metadata).
+    #[serde(default)]
+    pub auth: UpstreamAuthConfig,
+}
+
+/// One `servers.allow` entry.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(try_from = "String")]
+pub enum AllowEntry {
+    /// An exact host name.
+    Name(String),
+    /// `*.suffix`: any name ending in `.suffix`, at a label boundary. Stored as `.suffix`.
+    Suffix(String),
+    /// An IP address or CIDR block.
+    Net(IpNet),
+}
+
+impl FromStr for AllowEntry {
+    type Err = String;
+
+    fn from_str(raw: &str) -> Result<Self, Self::Err> {
+        let text = raw.trim();
+        if let Some(suffix) = text.strip_prefix("*.") {
+            return match Host::parse(suffix) {
+                Ok(Host::Name(name)) => Ok(AllowEntry::Suffix(format!(".{name}"))),
+                _ => Err(format!(
+                    "allow entry {raw:?}: the part after \"*.\" must be a host name"
+                )),
+            };
+        }
+        if text.contains('/') {
+            let net = text
+                .parse::<IpNet>()
+                .map_err(|_| format!("allow entry {raw:?} is not a valid CIDR block"))?;
+            // `10.1.2.3/8` would silently mean all of 10.0.0.0/8: say so instead.
+            if net.trunc() != net {
+                return Err(format!(
+                    "allow entry {raw:?} has bits set past its prefix length; write {}",
+                    net.trunc()
+                ));
+            }
+            return Ok(AllowEntry::Net(net));
+        }
+        match Host::parse(text) {
+            Ok(Host::Ip(ip)) => Ok(AllowEntry::Net(IpNet::from(ip))),
+            Ok(Host::Name(name)) => Ok(AllowEntry::Name(name)),
+            Err(err) => Err(format!(
+                "allow entry {raw:?} is not a host name, \"*.suffix\", IP address or CIDR \
+                 block ({err})"
+            )),
+        }
+    }
+}
+
+impl TryFrom<String> for AllowEntry {
+    type Error = String;
+
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        value.parse()
+    }
+}
+
+impl ServersConfig {
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms)
+    }
+
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.idle_timeout_ms)
+    }
+}
+
+/// A host the caller named: a host name (lower case, no trailing dot) or an IP literal.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Host {
+    Name(String),
+    Ip(IpAddr),
+}
+
+impl fmt::Display for Host {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Host::Name(name) => f.write_str(name),
+            Host::Ip(IpAddr::V6(ip)) => write!(f, "[{ip}]"),
+            Host::Ip(ip) => write!(f, "{ip}"),
+        }
+    }
+}
+
+impl Host {
+    /// Accepts a DNS host name or an IP address in canonical form (IPv6 with or without
+    /// brackets); refuses anything a resolver might read as a number in another form.
+    pub fn parse(raw: &str) -> Result<Host, String> {
+        let bad = |why: &str| format!("host \"{}\" {why}", echo(raw));
+        let text = raw.trim();
+        if text.is_empty() {
+            return Err(bad("is empty"));
+        }
+        let unbracketed = text
+            .strip_prefix('[')
+            .and_then(|rest| rest.strip_suffix(']'));
+        if let Some(inner) = unbracketed {
+            return inner
+                .parse::<std::net::Ipv6Addr>()
+                .map(|ip| Host::Ip(IpAddr::V6(ip)))
+                .map_err(|_| bad("is not an IPv6 address"));
+        }
+        if let Ok(ip) = IpAddr::from_str(text) {
+            return Ok(Host::Ip(ip));
+        }
+        let name = text.strip_suffix('.').unwrap_or(text).to_ascii_lowercase();
+        if name.len() > 253 {
+            return Err(bad("is longer than 253 characters"));
+        }
+        let labels: Vec<&str> = name.split('.').collect();
+        for label in &labels {
+            let valid = !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            if !valid {
+                return Err(bad("is not a valid host name"));
+            }
+        }
+        // A name whose last label is a number would be read as an IPv4 address in a
+        // non-canonical form (`0x7f.1`, `2130706433`, `127.1`) by some resolvers.
+        let last = labels.last().copied().unwrap_or_default();
+        let numeric = last.bytes().all(|b| b.is_ascii_digit())
+            || (last.starts_with("0x") && last[2..].bytes().all(|b| b.is_ascii_hexdigit()));
+        if numeric {
+            return Err(bad("is not a canonical IP address"));
+        }
+        Ok(Host::Name(name))
+    }
+}
+
+mod defaults {
+    pub fn connect_timeout_ms() -> u64 {
+        5_000
+    }
+    pub fn idle_timeout_ms() -> u64 {
+        300_000
+    }
+    pub fn max_targets() -> usize {
+        1024
+    }
+    pub fn servers_keepalive_interval_ms() -> u64 {
+        300_000
+    }
+}
