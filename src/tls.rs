@@ -416,3 +416,35 @@ pub fn server_name(config: &UpstreamTlsConfig, host: &Host) -> Result<ServerName
         (None, Host::Ip(ip)) => Ok(ServerName::IpAddress((*ip).into())),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair};
+
+    fn certificate(common_name: Option<&str>, sans: &[&str]) -> Vec<u8> {
+        let sans = sans.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let mut params = CertificateParams::new(sans).unwrap();
+        params.distinguished_name = DistinguishedName::new();
+        if let Some(cn) = common_name {
+            params.distinguished_name.push(DnType::CommonName, cn);
+        }
+        let key = KeyPair::generate().unwrap();
+        params.self_signed(&key).unwrap().der().to_vec()
+    }
+
+    #[test]
+    fn client_identity_is_the_subject_cn_or_first_san() {
+        let with_cn = certificate(Some("trino"), &["trino.example"]);
+        assert_eq!(
+            ClientIdentity::from_certificate(&with_cn),
+            Some(ClientIdentity("trino".into()))
+        );
+        let san_only = certificate(None, &["spark.example", "other.example"]);
+        assert_eq!(
+            ClientIdentity::from_certificate(&san_only),
+            Some(ClientIdentity("spark.example".into()))
+        );
+        assert_eq!(ClientIdentity::from_certificate(b"not a certificate"), None);
+    }
+}

@@ -1,11 +1,11 @@
 //! Authentication of callers and the credentials sent on to Pinot servers.
 
-mod common;
+mod support;
 
 use base64::Engine;
-use common::pinot::ServerRequest;
-use common::*;
 use prost::Message;
+use support::pinot::ServerRequest;
+use support::*;
 use tonic::Code;
 
 const BEARER: &str = "Bearer st-XkQBXKr652MV1VF9-5gkhGWNaGAdA1NU5yrHXRSPKMCcNRlRg";
@@ -103,7 +103,7 @@ async fn grpc_required_refuses_before_any_upstream_work() {
     assert_eq!(server.seen.request_count(), 3);
 
     // Other methods need the header.
-    let mut echo = tonic::Request::new(common::echo::EchoMessage::default());
+    let mut echo = tonic::Request::new(support::echo::EchoMessage::default());
     echo.metadata_mut()
         .insert("forward_host", "127.0.0.1".parse().unwrap());
     echo.metadata_mut()
@@ -192,7 +192,6 @@ async fn a_refused_username_is_logged_escaped() {
 
 #[tokio::test]
 async fn configured_server_credentials_are_injected_into_the_message() {
-    std::env::set_var("PINOT_PROXY_TEST_SERVER_PASSWORD", "pinot-pass");
     let server = start_fake("s").await;
     let proxy = start_proxy(
         "",
@@ -427,7 +426,6 @@ fn grpc_message(response: &http::Response<hyper::body::Incoming>) -> String {
 #[tokio::test]
 async fn injection_keeps_unknown_fields_and_survives_a_content_length() {
     // Regression: the caller's content-length was forwarded with a rewritten message.
-    std::env::set_var("PINOT_PROXY_TEST_INJECT_PASSWORD", "pw");
     let server = start_raw_server(Raw::Echo).await;
     let proxy = start_proxy(
         "",

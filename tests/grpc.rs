@@ -1,11 +1,11 @@
 //! Forwarding of gRPC calls through the proxy to fake Pinot servers.
 
-mod common;
+mod support;
 
-use common::pinot::ServerRequest;
-use common::*;
 use prost::Message;
 use std::time::Duration;
+use support::pinot::ServerRequest;
+use support::*;
 use tonic::Code;
 
 #[tokio::test]
@@ -87,7 +87,7 @@ async fn headers_name_the_target_for_any_method() {
         ("forward_host", "forward_port"),
         ("forward-host", "forward-port"),
     ] {
-        let mut request = tonic::Request::new(common::echo::EchoMessage {
+        let mut request = tonic::Request::new(support::echo::EchoMessage {
             data: b"hello".to_vec(),
             ..Default::default()
         });
@@ -143,8 +143,8 @@ fn routed<T>(message: T, port: u16) -> tonic::Request<T> {
     request
 }
 
-fn echo_message(data: &[u8]) -> common::echo::EchoMessage {
-    common::echo::EchoMessage {
+fn echo_message(data: &[u8]) -> support::echo::EchoMessage {
+    support::echo::EchoMessage {
         data: data.to_vec(),
         ..Default::default()
     }
@@ -807,7 +807,7 @@ async fn names_resolving_to_loopback_need_an_explicit_entry() {
         ("\"localhost\", \"127.0.0.0/8\", \"::1\"", Ok(())),
     ] {
         let config = pinot_proxy::Config::parse(&config(allow)).unwrap();
-        let proxy = pinot_proxy::Server::bind(&config).await.unwrap();
+        let proxy = bind(&config).await.unwrap();
         let addr = proxy.local_addr();
         let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(proxy.run(async {

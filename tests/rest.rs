@@ -2,10 +2,9 @@
 //! HTTP/2, to fake Pinot controllers and brokers (hyper HTTP/1.1 servers on 127.0.0.1:0 that
 //! record what they received).
 
-mod common;
+mod support;
 
 use bytes::Bytes;
-use common::*;
 use futures_util::StreamExt;
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body::Frame;
@@ -18,6 +17,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use support::*;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, Notify};
 
@@ -1062,8 +1062,6 @@ async fn each_rest_request_logs_one_info_line() {
 
 #[tokio::test]
 async fn configured_credentials_replace_the_callers_per_component() {
-    std::env::set_var("PINOT_PROXY_TEST_CONTROLLER_PASSWORD", "c-pass");
-    std::env::set_var("PINOT_PROXY_TEST_BROKER_PASSWORD", "b-pass");
     let controller = start_rest("controller").await;
     let broker = start_rest("broker").await;
     let proxy = start_proxy_config(&config(&format!(

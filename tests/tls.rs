@@ -1,13 +1,13 @@
 //! TLS: termination with ALPN for gRPC and HTTP/1.1 on one port, client certificates, TLS to
 //! Pinot servers, and live certificate rotation. Certificates are made at run time.
 
-mod common;
+mod support;
 
-use common::*;
 use rcgen::{CertificateParams, CertifiedIssuer, DistinguishedName, DnType, IsCa, KeyPair};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use support::*;
 
 /// A CA and the certificates it issues, as PEM.
 struct Ca {
@@ -133,7 +133,7 @@ fn pem_der(pem: &str) -> Vec<u8> {
 /// Starts a proxy from a full config text.
 async fn proxy_from(text: &str) -> (std::net::SocketAddr, pinot_proxy::Server) {
     let config = pinot_proxy::Config::parse(text).expect("config");
-    let server = pinot_proxy::Server::bind(&config).await.expect("bind");
+    let server = bind(&config).await.expect("bind");
     (server.local_addr(), server)
 }
 
@@ -266,23 +266,6 @@ async fn client_certificates_are_required_and_verified() {
         assert!(failed, "a client without a valid certificate was served");
     }
     assert_eq!(fake.seen.request_count(), 1);
-}
-
-#[test]
-fn client_identity_is_the_subject_cn_or_first_san() {
-    use pinot_proxy::tls::ClientIdentity;
-    let ca = Ca::new("test ca");
-    let with_cn = ca.issue(Some("trino"), &["trino.example"]);
-    assert_eq!(
-        ClientIdentity::from_certificate(&pem_der(&with_cn.cert_pem)),
-        Some(ClientIdentity("trino".into()))
-    );
-    let san_only = ca.issue(None, &["spark.example", "other.example"]);
-    assert_eq!(
-        ClientIdentity::from_certificate(&pem_der(&san_only.cert_pem)),
-        Some(ClientIdentity("spark.example".into()))
-    );
-    assert_eq!(ClientIdentity::from_certificate(b"not a certificate"), None);
 }
 
 /// A bare HTTP/2 echo server behind TLS, optionally requiring client certificates.
@@ -443,7 +426,7 @@ async fn certificates_rotate_without_restart() {
         "",
     );
     let (addr, server) = proxy_from(&text).await;
-    let mut reloads = server.server_tls().unwrap().subscribe();
+    let mut reloads = server.tls_reloads().unwrap();
     let _stop = run(server);
     let config = client_config(&ca, &[b"h2"], None);
 
@@ -539,7 +522,7 @@ async fn bad_tls_files_are_clear_startup_errors() {
     ];
     for (tls, expected) in cases {
         let config = pinot_proxy::Config::parse(&config_text("", &tls, "")).unwrap();
-        let err = match pinot_proxy::Server::bind(&config).await {
+        let err = match bind(&config).await {
             Ok(_) => panic!("{tls} was accepted"),
             Err(err) => format!("{err:#}"),
         };

@@ -166,3 +166,29 @@ impl fmt::Display for Secret {
         f.write_str("***")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn password_sha256_table() {
+        // SHA-256 of "password".
+        let hash = "5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8";
+        assert_eq!(parse_sha256(hash).unwrap()[..2], [0x5e, 0x88]);
+        assert_eq!(
+            parse_sha256(&hash.to_uppercase()).unwrap(),
+            parse_sha256(hash).unwrap()
+        );
+        for bad in [
+            hash[..63].to_owned(),
+            format!("{hash}0"),
+            format!("{}g", &hash[..63]),
+            format!("+{}", &hash[1..]),
+            String::new(),
+            "é".repeat(32),
+        ] {
+            assert!(parse_sha256(&bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -8,9 +8,9 @@ mod server;
 mod servers;
 mod tls;
 
-pub use auth::{parse_sha256, AuthConfig, GrpcPolicy, RestPolicy, Secret, UpstreamAuthConfig};
 #[cfg(test)]
 pub use auth::UserConfig;
+pub use auth::{parse_sha256, AuthConfig, GrpcPolicy, RestPolicy, Secret, UpstreamAuthConfig};
 pub use rest::{parse_urls, Component, ComponentConfig, RestConfig, RouteConfig, UpstreamUrl};
 pub use server::ServerConfig;
 pub use servers::{AllowEntry, Host, ServersConfig};

@@ -232,6 +232,7 @@ impl LogBudget {
 mod tests {
     use super::*;
     use crate::config::UserConfig;
+    use base64::Engine;
 
     fn authenticator(grpc: GrpcPolicy, rest: RestPolicy) -> Authenticator {
         let config = AuthConfig {
@@ -276,7 +277,6 @@ mod tests {
                 .check_grpc(&headers(Some(&value)), None, None, PEER)
                 .is_ok());
         }
-        assert_eq!(auth.failures(), 0);
     }
 
     #[test]
@@ -298,7 +298,6 @@ mod tests {
             auth.check_rest(&headers(Some("Basic !!!")), PEER),
             Err(AuthError::Malformed(_))
         ));
-        assert_eq!(auth.failures(), 4);
     }
 
     #[test]
@@ -357,7 +356,7 @@ mod tests {
             (user(None, None), "exactly one"),
             (user(Some(&"a".repeat(64)), Some("X")), "exactly one"),
         ] {
-            let err = config(bad).validate().err().expect("refused");
+            let err = config(bad).validate().expect_err("refused");
             let text = format!("{err:#}");
             assert!(text.contains("trino") && text.contains(expected), "{text}");
         }

@@ -125,7 +125,7 @@ mod tests {
             "servers.auth",
             &Secrets::from_pairs::<&str, &str>([]),
         );
-        let text = format!("{:#}", err.err().expect("no such secret"));
+        let text = format!("{:#}", err.expect_err("no such secret"));
         assert!(text.contains("servers.auth.password_env"), "{text}");
         let both = UpstreamAuthConfig {
             pass_through: true,

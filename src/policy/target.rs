@@ -140,10 +140,7 @@ mod tests {
         md.insert(FORWARD_HOST_KEY.to_string(), "pinot-0".to_string());
         assert!(from_metadata(&md).is_err());
         md.insert(FORWARD_PORT_KEY.to_string(), "8090".to_string());
-        assert_eq!(
-            from_metadata(&md).unwrap(),
-            Some(target("pinot-0", 8090))
-        );
+        assert_eq!(from_metadata(&md).unwrap(), Some(target("pinot-0", 8090)));
 
         let mut headers = HeaderMap::new();
         assert_eq!(from_headers(&headers).unwrap(), None);

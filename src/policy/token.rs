@@ -6,7 +6,6 @@ pub use crate::config::Secret;
 use base64::alphabet;
 use base64::engine::{DecodePaddingMode, Engine, GeneralPurpose, GeneralPurposeConfig};
 use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 
 /// Largest `Authorization` value or bare token accepted, in bytes. Checked before any parsing so
 /// a hostile client cannot make us decode megabytes of base64.
@@ -196,31 +195,6 @@ pub fn hash_password(password: &str) -> String {
         out.push(char::from(HEX[usize::from(byte & 0x0f)]));
     }
     out
-}
-
-/// Whether SHA-256 of `password` equals `expected_hex` (64 hex digits, either case). The digests
-/// are compared in constant time; a malformed `expected_hex` never matches.
-#[must_use]
-pub fn verify_password_sha256(password: &str, expected_hex: &str) -> bool {
-    let Some(expected) = parse_sha256_hex(expected_hex) else {
-        return false;
-    };
-    let actual = Sha256::digest(password.as_bytes());
-    actual.as_slice().ct_eq(&expected).into()
-}
-
-fn parse_sha256_hex(hex: &str) -> Option<[u8; 32]> {
-    let hex = hex.as_bytes();
-    if hex.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (byte, pair) in out.iter_mut().zip(hex.chunks_exact(2)) {
-        let high = char::from(pair[0]).to_digit(16)?;
-        let low = char::from(pair[1]).to_digit(16)?;
-        *byte = u8::try_from((high << 4) | low).ok()?;
-    }
-    Some(out)
 }
 
 /// What `pinot-proxy token decode` prints: the pair, then the matching Trino properties.
@@ -538,31 +512,6 @@ mod tests {
         );
     }
 
-    #[test]
-    fn verify_password_table() {
-        let hash = hash_password("password");
-        let cases = [
-            ("password", hash.clone(), true),
-            ("password", hash.to_uppercase(), true),
-            ("Password", hash.clone(), false),
-            ("", hash.clone(), false),
-            ("password", hash[..63].to_owned(), false),
-            ("password", format!("{hash}0"), false),
-            ("password", format!(" {}", &hash[1..]), false),
-            ("password", format!("{}g", &hash[..63]), false),
-            ("password", format!("+{}", &hash[1..]), false),
-            ("password", String::new(), false),
-            ("password", "é".repeat(32), false),
-        ];
-        for (password, expected, want) in cases {
-            assert_eq!(
-                verify_password_sha256(password, &expected),
-                want,
-                "{password:?} vs {expected:?}"
-            );
-        }
-    }
-
     /// Inputs that get past the scheme check, so the property reaches the token parsers.
     fn header_bytes() -> impl Strategy<Value = Vec<u8>> {
         let prefix = prop_oneof![
@@ -621,9 +570,5 @@ mod tests {
             prop_assert_eq!(creds.password.expose(), password.as_str());
         }
 
-        #[test]
-        fn verify_accepts_own_hash(password in any::<String>()) {
-            prop_assert!(verify_password_sha256(&password, &hash_password(&password)));
-        }
     }
 }

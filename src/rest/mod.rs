@@ -363,27 +363,3 @@ fn forwarded_headers(parts: &http::request::Parts, peer: &Peer) -> HeaderMap {
     }
     headers
 }
-
-#[test]
-fn candidates_skip_backed_off_urls_and_keep_them_as_a_last_resort() {
-    let config = Config::parse(
-        "[server]\nlisten = \"127.0.0.1:0\"\n[servers]\n[controller]\n\
-             urls = [\"http://c0:9000\", \"http://c1:9000\", \"http://c2:9000\"]\n",
-    )
-    .unwrap();
-    let rest = Rest::new(&config, crate::grpc::instance_id())
-        .unwrap()
-        .unwrap();
-    let upstreams = rest.controller.as_ref().unwrap();
-    assert_eq!(upstreams.candidates(10), [0, 1, 2]);
-    assert_eq!(upstreams.candidates(10), [1, 2, 0]);
-    upstreams.urls[0]
-        .down_until_ms
-        .store(500, Ordering::Relaxed);
-    upstreams.urls[1]
-        .down_until_ms
-        .store(300, Ordering::Relaxed);
-    assert_eq!(upstreams.candidates(10), [2, 1, 0]);
-    // After the back-off the URL is up again.
-    assert_eq!(upstreams.candidates(400), [1, 2, 0]);
-}

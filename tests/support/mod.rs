@@ -5,7 +5,7 @@
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use pinot_proxy::{Config, Server};
+use pinot_proxy::{App, Config, Secrets, Server, Stats};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -470,17 +470,34 @@ impl Echo for FakeEcho {
     }
 }
 
+/// The secrets every in-process proxy can read by `password_env` name; tests never touch the
+/// process environment, which other test threads read at the same time.
+pub const TEST_SECRETS: [(&str, &str); 5] = [
+    ("PINOT_PROXY_TEST_SERVER_PASSWORD", "pinot-pass"),
+    ("PINOT_PROXY_TEST_INJECT_PASSWORD", "pw"),
+    ("PINOT_PROXY_TEST_CONTROLLER_PASSWORD", "c-pass"),
+    ("PINOT_PROXY_TEST_BROKER_PASSWORD", "b-pass"),
+    ("PINOT_PROXY_TEST_USER_PASSWORD", "user-pass"),
+];
+
+/// Builds and binds a proxy from `config`, with [`TEST_SECRETS`].
+pub async fn bind(config: &Config) -> anyhow::Result<Server> {
+    App::build_with(config, &Secrets::from_pairs(TEST_SECRETS))?
+        .bind()
+        .await
+}
+
 /// A proxy running in-process.
 pub struct Proxy {
     pub addr: SocketAddr,
-    pub forwarder: pinot_proxy::grpc::Forwarder,
+    pub stats: Stats,
     stop: Option<oneshot::Sender<()>>,
     done: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
 
 impl Proxy {
     pub fn connections_opened(&self) -> u64 {
-        self.forwarder.pool().connections_opened()
+        self.stats.upstream_connections_opened()
     }
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
@@ -783,16 +800,16 @@ impl Drop for DropCounter {
 /// Starts a proxy from complete config text (every section written out by the test).
 pub async fn start_proxy_config(text: &str) -> Proxy {
     let config = Config::parse(text).expect("test config");
-    let server = Server::bind(&config).await.expect("bind");
+    let server = bind(&config).await.expect("bind");
     let addr = server.local_addr();
-    let forwarder = server.forwarder().clone();
+    let stats = server.stats();
     let (stop, stopped) = oneshot::channel::<()>();
     let done = tokio::spawn(server.run(async {
         let _ = stopped.await;
     }));
     Proxy {
         addr,
-        forwarder,
+        stats,
         stop: Some(stop),
         done: Some(done),
     }
