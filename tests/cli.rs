@@ -137,6 +137,22 @@ fn bad_config_exits_before_binding() {
     }
 }
 
+// Regression: `listen = "localhost:8096"` was refused with "invalid socket address syntax".
+#[test]
+fn listen_accepts_localhost_and_refuses_other_host_names() {
+    let config = TempConfig::new("[server]\nlisten = \"localhost:0\"\n[servers]\n");
+    let output = run(&["--config", config.path(), "--check"]);
+    assert!(output.status.success(), "stderr: {}", stderr(&output));
+
+    let config = TempConfig::new("[server]\nlisten = \"pinot-proxy:8096\"\n[servers]\n");
+    let output = run(&["--config", config.path(), "--check"]);
+    let stderr = stderr(&output);
+    assert_eq!(output.status.code(), Some(2), "stderr: {stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "stderr: {stderr}");
+    assert!(stderr.contains("server.listen"), "stderr: {stderr}");
+    assert!(stderr.contains("\"0.0.0.0:8096\""), "stderr: {stderr}");
+}
+
 /// Runs the binary with `stdin` as standard input.
 fn run_with_stdin(args: &[&str], stdin: &str) -> Output {
     use std::io::Write;

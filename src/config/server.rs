@@ -1,14 +1,17 @@
 //! `[server]`: the listening side, where callers connect, and its limits.
 
 use super::ServerTlsConfig;
-use serde::Deserialize;
-use std::net::SocketAddr;
+use serde::{Deserialize, Deserializer};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 /// `[server]`.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
-    /// Address for gRPC (HTTP/2 with TLS or h2c prior knowledge) and HTTP/1.1.
+    /// Address for gRPC (HTTP/2 with TLS or h2c prior knowledge) and HTTP/1.1: `IP:port`
+    /// (IPv6 in brackets) or `localhost:port` (127.0.0.1). Other host names are refused, never
+    /// looked up: the address a proxy binds must not depend on DNS.
+    #[serde(deserialize_with = "deserialize_listen")]
     pub listen: SocketAddr,
     /// Largest first request message read to find the target of a `Submit` call, in bytes.
     /// A larger one is refused with RESOURCE_EXHAUSTED. Trino's are a few kilobytes.
@@ -49,6 +52,46 @@ pub struct ServerConfig {
     pub tls: Option<ServerTlsConfig>,
 }
 
+fn deserialize_listen<'de, D: Deserializer<'de>>(deserializer: D) -> Result<SocketAddr, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    parse_listen(&text).map_err(serde::de::Error::custom)
+}
+
+/// `server.listen`: an IP socket address, or `localhost` with a port. Pure: no name is resolved.
+fn parse_listen(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let example =
+        "\"0.0.0.0:8096\" listens on every interface, \"127.0.0.1:8096\" on this machine only";
+    if text.parse::<IpAddr>().is_ok() {
+        return Err(format!(
+            "server.listen needs a port (IPv6 in brackets: \"[::1]:8096\"); {example}"
+        ));
+    }
+    let Some((host, port)) = text.rsplit_once(':') else {
+        return Err(format!("server.listen must be IP:port; {example}"));
+    };
+    let Ok(port) = port.parse::<u16>() else {
+        return Err(format!(
+            "server.listen: the port must be a number from 0 to 65535; {example}"
+        ));
+    };
+    if host.eq_ignore_ascii_case("localhost") {
+        return Ok(SocketAddr::from((Ipv4Addr::LOCALHOST, port)));
+    }
+    if host.parse::<IpAddr>().is_ok() {
+        return Err(format!(
+            "server.listen: an IPv6 address goes in brackets, as in \"[{host}]:{port}\""
+        ));
+    }
+    Err(format!(
+        "server.listen takes an IP address (host names other than localhost are not looked \
+         up): use \"0.0.0.0:{port}\" to listen on every interface, \"127.0.0.1:{port}\" for \
+         this machine only"
+    ))
+}
+
 mod defaults {
     pub fn max_routing_message_bytes() -> u32 {
         16 * 1024 * 1024
@@ -79,5 +122,44 @@ mod defaults {
     }
     pub fn tls_reload_interval_ms() -> u64 {
         2_000
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_table() {
+        let ok = |text: &str, addr: &str| {
+            assert_eq!(parse_listen(text), Ok(addr.parse().unwrap()), "{text}");
+        };
+        ok("127.0.0.1:8096", "127.0.0.1:8096");
+        ok("0.0.0.0:0", "0.0.0.0:0");
+        ok("[::]:8096", "[::]:8096");
+        ok("[::1]:8096", "[::1]:8096");
+        // Regression: `localhost:8096` was refused as "invalid socket address syntax".
+        ok("localhost:8096", "127.0.0.1:8096");
+        ok("LocalHost:1", "127.0.0.1:1");
+        let err = |text: &str, needle: &str| match parse_listen(text) {
+            Ok(addr) => panic!("{text} parsed as {addr}"),
+            Err(message) => {
+                assert!(message.contains("server.listen"), "{text}: {message}");
+                assert!(message.contains(needle), "{text}: {message}");
+            }
+        };
+        err(
+            "pinot-proxy:8096",
+            "\"0.0.0.0:8096\" to listen on every interface",
+        );
+        err("example.com:443", "not looked up");
+        err("localhost", "IP:port");
+        err("127.0.0.1", "needs a port");
+        err("::1", "needs a port");
+        err("::1:8096", "brackets");
+        err("localhost:http", "0 to 65535");
+        err("localhost:65536", "0 to 65535");
+        err(":8096", "0.0.0.0:8096");
+        err("", "IP:port");
     }
 }
