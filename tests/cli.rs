@@ -193,6 +193,19 @@ fn token_decode_prints_the_pair_and_trino_properties() {
         "username=4cefb8480f8f4a7886a5c9da1056a7b5\npassword=yYGUYlWPUiNNN46nFZcOo3aTOqICP2aAk1qxT5B8AJQ=\n"
     ), "{stdout}");
 
+    // Regression: a token pasted with its header scheme was "not valid base64".
+    let output = run(&[
+        "token",
+        "decode",
+        "Bearer st-XkQBXKr652MV1VF9-5gkhGWNaGAdA1NU5yrHXRSPKMCcNRlRg",
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.starts_with("username=XkQBXKr652MV1VF9\n"),
+        "{stdout}"
+    );
+
     let output = run(&["token", "decode", "st-short-token"]);
     assert_eq!(output.status.code(), Some(2));
     assert!(stderr(&output).contains("cannot decode the token"));

@@ -101,15 +101,21 @@ pub fn decode_authorization(value: &[u8]) -> Result<Credentials, TokenError> {
     decode_token_bytes(token)
 }
 
-/// Decodes a bare token as a user holds it: an `st-<16>-<32>` StarTree bearer token or a base64
-/// basic token (see [`decode_authorization`]). Surrounding ASCII whitespace, such as the newline
-/// of a pasted token, is ignored.
+/// Decodes a token as a user holds it: an `st-<16>-<32>` StarTree bearer token or a base64
+/// basic token (see [`decode_authorization`]), bare or with the `Bearer ` or `Basic ` scheme it
+/// was copied with. Surrounding ASCII whitespace, such as the newline of a pasted token, is
+/// ignored.
 pub fn decode_token(token: &str) -> Result<Credentials, TokenError> {
     let token = token.as_bytes();
     check_len(token)?;
     let token = token.trim_ascii();
     if token.is_empty() {
         return Err(TokenError::Empty);
+    }
+    // Neither token format holds a space: one means a scheme comes first.
+    let scheme_only = token.eq_ignore_ascii_case(b"bearer") || token.eq_ignore_ascii_case(b"basic");
+    if token.contains(&b' ') || scheme_only {
+        return decode_authorization(token);
     }
     decode_token_bytes(token)
 }
@@ -429,7 +435,12 @@ mod tests {
             (format!("{ST_TOKEN}\r\n"), ok(ST_USER, ST_PASS)),
             (String::new(), Err(TokenError::Empty)),
             (" \n".into(), Err(TokenError::Empty)),
-            (format!("Bearer {ST_TOKEN}"), Err(TokenError::Base64)),
+            // Regression: a token pasted with its scheme was "not valid base64".
+            (format!("Bearer {ST_TOKEN}"), ok(ST_USER, ST_PASS)),
+            (format!(" bearer  {ST_TOKEN}\n"), ok(ST_USER, ST_PASS)),
+            (format!("BASIC {BASIC_TOKEN}"), ok(BASIC_USER, BASIC_PASS)),
+            (format!("Token {ST_TOKEN}"), Err(TokenError::UnknownScheme)),
+            ("Bearer ".into(), Err(TokenError::MissingToken)),
             (
                 "ST-XkQBXKr652MV1VF9-5gkhGWNaGAdA1NU5yrHXRSPKMCcNRlRg".into(),
                 Err(TokenError::Base64),
