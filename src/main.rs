@@ -90,13 +90,9 @@ fn run_token(command: TokenCommand) -> ExitCode {
         TokenCommand::Decode { token } => token::decode_token(&token)
             .map(|credentials| token::describe(&credentials))
             .map_err(|err| format!("cannot decode the token: {err}")),
-        TokenCommand::Hash => {
-            let mut line = String::new();
-            match std::io::stdin().read_line(&mut line) {
-                Ok(_) => Ok(token::hash_password(line.trim_end_matches(['\r', '\n'])) + "\n"),
-                Err(err) => Err(format!("cannot read the password from stdin: {err}")),
-            }
-        }
+        TokenCommand::Hash => read_password()
+            .and_then(|text| password_line(&text).map(token::hash_password))
+            .map(|hash| hash + "\n"),
     };
     match result {
         Ok(text) => {
@@ -108,6 +104,67 @@ fn run_token(command: TokenCommand) -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// Longest password `token hash` reads, in bytes: far above any real one, and a bound on what a
+/// mistaken pipe makes it read.
+const MAX_PASSWORD_LEN: u64 = 64 * 1024;
+
+/// The input of `token hash`: on a terminal a line typed after a prompt, not echoed; otherwise
+/// all of standard input, so that anything after the first line is seen and refused.
+fn read_password() -> Result<String, String> {
+    use std::io::{IsTerminal, Read};
+    let stdin = std::io::stdin();
+    let read = if stdin.is_terminal() {
+        eprint!("Password to hash: ");
+        read_line_unechoed(&stdin)
+    } else {
+        let mut text = String::new();
+        (&stdin)
+            .take(MAX_PASSWORD_LEN + 1)
+            .read_to_string(&mut text)
+            .map(|_| text)
+    };
+    let text = read.map_err(|err| format!("cannot read the password from stdin: {err}"))?;
+    if text.len() as u64 > MAX_PASSWORD_LEN {
+        return Err(format!("the password is over {MAX_PASSWORD_LEN} bytes"));
+    }
+    Ok(text)
+}
+
+/// Reads one line from the terminal on `stdin` with echo off, as `getpass` does (typed-ahead
+/// input is discarded), and turns echo back on whatever the read gave.
+fn read_line_unechoed(stdin: &std::io::Stdin) -> std::io::Result<String> {
+    use rustix::termios::{tcgetattr, tcsetattr, LocalModes, OptionalActions};
+    let saved = tcgetattr(stdin)?;
+    let mut quiet = saved.clone();
+    quiet.local_modes.remove(LocalModes::ECHO);
+    tcsetattr(stdin, OptionalActions::Flush, &quiet)?;
+    let mut line = String::new();
+    let read = stdin.read_line(&mut line);
+    let restored = tcsetattr(stdin, OptionalActions::Now, &saved);
+    // The Enter the user typed was not echoed either.
+    eprintln!();
+    read?;
+    restored?;
+    Ok(line)
+}
+
+/// The password in `text`: one line, not empty; one trailing newline (`\n` or `\r\n`) is not
+/// part of it. More lines are refused rather than dropped: the hash would silently be of a
+/// different password than the one meant.
+fn password_line(text: &str) -> Result<&str, String> {
+    let line = match text.strip_suffix('\n') {
+        Some(line) => line.strip_suffix('\r').unwrap_or(line),
+        None => text,
+    };
+    if line.contains(['\n', '\r']) {
+        return Err("the password is more than one line; give it as one line".to_owned());
+    }
+    if line.is_empty() {
+        return Err("the password is empty".to_owned());
+    }
+    Ok(line)
 }
 
 /// Installs the SIGTERM (Kubernetes stopping the pod) and SIGINT handlers now; the returned

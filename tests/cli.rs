@@ -225,6 +225,37 @@ fn token_hash_reads_stdin() {
     );
 }
 
+// Regression: empty input was hashed, and lines after the first were silently dropped.
+#[test]
+fn token_hash_refuses_empty_and_multi_line_input() {
+    const PASSWORD_SHA256: &str =
+        "5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8\n";
+    for ok in ["password", "password\r\n"] {
+        let output = run_with_stdin(&["token", "hash"], ok);
+        assert!(output.status.success(), "{ok:?}: {}", stderr(&output));
+        assert_eq!(String::from_utf8_lossy(&output.stdout), PASSWORD_SHA256);
+    }
+    for (input, message) in [
+        ("", "the password is empty"),
+        ("\n", "the password is empty"),
+        ("password\nsecond line\n", "more than one line"),
+        ("password\n\n", "more than one line"),
+    ] {
+        let output = run_with_stdin(&["token", "hash"], input);
+        assert_eq!(output.status.code(), Some(2), "{input:?}");
+        assert!(output.stdout.is_empty(), "{input:?}: printed a hash");
+        assert!(
+            stderr(&output).contains(message),
+            "{input:?}: {}",
+            stderr(&output)
+        );
+        assert!(
+            !stderr(&output).contains("Password"),
+            "prompted without a terminal"
+        );
+    }
+}
+
 /// A running proxy process whose log lines arrive on a channel.
 struct Running {
     child: std::process::Child,
