@@ -2,7 +2,7 @@
 //! port is bound (`--check` runs exactly this). Only this module reads the whole `Config`; each
 //! runtime part gets its own section or settings.
 
-use crate::config::Config;
+use crate::config::{Config, PartialResults};
 use crate::dispatch::Handlers;
 use crate::grpc::{Forwarder, RoutingLimits};
 use crate::listen::Server;
@@ -131,7 +131,15 @@ impl App {
             )),
             budget_bytes: server.routing_buffer_bytes,
         };
-        let forwarder = Forwarder::new(pool, limits, auth.clone(), credentials, brokers, instance);
+        let forwarder = Forwarder::new(
+            pool,
+            limits,
+            auth.clone(),
+            credentials,
+            brokers,
+            instance,
+            servers.partial_results == PartialResults::Fail,
+        );
 
         let mut builder = auto::Builder::new(TokioExecutor::new());
         // HTTP/1.1 connections that do not finish their headers in time are closed.

@@ -12,8 +12,10 @@ pub enum Code {
     Cancelled = 1,
     InvalidArgument = 3,
     DeadlineExceeded = 4,
+    NotFound = 5,
     PermissionDenied = 7,
     ResourceExhausted = 8,
+    Internal = 13,
     Unavailable = 14,
     Unauthenticated = 16,
 }
@@ -24,8 +26,10 @@ impl Code {
             Code::Cancelled => "1",
             Code::InvalidArgument => "3",
             Code::DeadlineExceeded => "4",
+            Code::NotFound => "5",
             Code::PermissionDenied => "7",
             Code::ResourceExhausted => "8",
+            Code::Internal => "13",
             Code::Unavailable => "14",
             Code::Unauthenticated => "16",
         }
@@ -69,6 +73,12 @@ pub enum Error {
     ConnectionRoutingShare(u32),
     #[error("too many upstream servers in use (max_targets = {0})")]
     TooManyTargets(usize),
+    #[error("server {target} reported errors, so its answer is partial or empty: {exceptions}")]
+    PartialResult {
+        target: String,
+        code: Code,
+        exceptions: String,
+    },
     #[error("deadline exceeded after {0} ms (grpc-timeout)")]
     DeadlineExceeded(u128),
     #[error("request stream from the client failed: {0}")]
@@ -145,6 +155,7 @@ impl Error {
             | Error::Busy { .. } => Side::Proxy,
             Error::Unreachable { .. }
             | Error::StreamFailed { .. }
+            | Error::PartialResult { .. }
             | Error::RestUnreachable { .. }
             | Error::RestUpstream { .. }
             | Error::RestTimeout { .. } => Side::Upstream,
@@ -175,6 +186,7 @@ impl Error {
             Error::DeadlineExceeded(_) | Error::RestTimeout { .. } => Code::DeadlineExceeded,
             Error::ClientStream(_) | Error::ClientBody(_) => Code::Cancelled,
             Error::Unauthenticated(_) | Error::RestUnauthenticated(_) => Code::Unauthenticated,
+            Error::PartialResult { code, .. } => *code,
         }
     }
 
@@ -201,7 +213,9 @@ impl Error {
             | Error::TooManyTargets(_)
             | Error::RoutingBudget(_)
             | Error::ConnectionRoutingShare(_) => StatusCode::TOO_MANY_REQUESTS,
-            Error::Unreachable { .. } | Error::StreamFailed { .. } => StatusCode::BAD_GATEWAY,
+            Error::Unreachable { .. }
+            | Error::StreamFailed { .. }
+            | Error::PartialResult { .. } => StatusCode::BAD_GATEWAY,
         }
     }
 

@@ -13,7 +13,7 @@ pub use auth::UserConfig;
 pub use auth::{parse_sha256, AuthConfig, GrpcPolicy, RestPolicy, Secret, UpstreamAuthConfig};
 pub use rest::{parse_urls, Component, ComponentConfig, RestConfig, RouteConfig, UpstreamUrl};
 pub use server::ServerConfig;
-pub use servers::{AllowEntry, Host, ServersConfig};
+pub use servers::{AllowEntry, Host, PartialResults, ServersConfig};
 pub use tls::{ServerTlsConfig, UpstreamTlsConfig};
 
 use anyhow::{bail, Context};

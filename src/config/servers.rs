@@ -42,6 +42,21 @@ pub struct ServersConfig {
     /// Credentials sent to the Pinot servers (in the `Submit` request's metadata).
     #[serde(default)]
     pub auth: UpstreamAuthConfig,
+    /// What to do when a Pinot server reports errors (an execution timeout, a missing segment)
+    /// in the last message of a `Submit` answer, whose status is still OK: "fail" ends the call
+    /// with an error naming the server and Pinot's message, so Trino cannot return a partial
+    /// result; "pass" forwards everything untouched. Default: "fail".
+    #[serde(default)]
+    pub partial_results: PartialResults,
+}
+
+/// `servers.partial_results`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PartialResults {
+    #[default]
+    Fail,
+    Pass,
 }
 
 /// One `servers.allow` entry.

@@ -2,6 +2,7 @@
 //! routing, then the rest of the client's) and the response body sent back, which ends with
 //! error trailers when the upstream breaks or the deadline passes.
 
+use super::guard::Guard;
 use crate::access_log::CallRecord;
 use crate::error::Error;
 use crate::http::BoxError;
@@ -9,8 +10,10 @@ use crate::policy::Target;
 use crate::respond;
 use crate::upstream::Lease;
 use bytes::Bytes;
+use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -72,14 +75,25 @@ impl Body for RequestBody {
 }
 
 /// The response body sent to the caller: the upstream's frames as they come, ended with error
-/// trailers when the upstream stream breaks or the deadline passes. Dropping it (the caller
-/// cancelled) drops the upstream response, which resets the upstream stream.
+/// trailers when the upstream stream breaks or the deadline passes. With a [`Guard`], the last
+/// message of a `Submit` answer may be held back and the call failed instead. Dropping it (the
+/// caller cancelled) drops the upstream response, which resets the upstream stream.
 pub(super) struct ForwardBody {
     inner: Option<Incoming>,
     deadline: Option<Pin<Box<Sleep>>>,
     target: Target,
     record: CallRecord,
+    guard: Option<Guard>,
+    /// Bytes the guard released, sent before anything else.
+    queue: VecDeque<Bytes>,
+    /// How the stream ends once the queue is sent: the upstream's trailers, or an error.
+    ending: Option<Ending>,
     _lease: Lease<RequestBody>,
+}
+
+enum Ending {
+    Trailers(HeaderMap),
+    Error(Error),
 }
 
 impl ForwardBody {
@@ -88,6 +102,7 @@ impl ForwardBody {
         deadline: Option<Instant>,
         target: Target,
         record: CallRecord,
+        guard: Option<Guard>,
         lease: Lease<RequestBody>,
     ) -> ForwardBody {
         ForwardBody {
@@ -95,6 +110,9 @@ impl ForwardBody {
             deadline: deadline.map(|at| Box::pin(tokio::time::sleep_until(at.into()))),
             target,
             record,
+            guard,
+            queue: VecDeque::new(),
+            ending: None,
             _lease: lease,
         }
     }
@@ -102,8 +120,32 @@ impl ForwardBody {
     fn fail(&mut self, err: Error) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         self.inner = None;
         self.deadline = None;
+        self.queue.clear();
         self.record.finish_with_error(&err);
         Poll::Ready(Some(Ok(Frame::trailers(respond::grpc_status(&err)))))
+    }
+
+    fn data(&mut self, data: Bytes) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.record.add_bytes_out(data.len());
+        Poll::Ready(Some(Ok(Frame::data(data))))
+    }
+
+    /// The upstream stream ended (with `trailers`, or without): what the guard still holds
+    /// goes first.
+    fn end_upstream(&mut self, trailers: Option<HeaderMap>) {
+        self.inner = None;
+        if let Some(held) = self.guard.as_mut().and_then(Guard::finish) {
+            self.queue.push_back(held);
+        }
+        match trailers {
+            Some(trailers) => {
+                if let Some(status) = trailers.get("grpc-status") {
+                    self.record.set_status(status);
+                }
+                self.ending = Some(Ending::Trailers(trailers));
+            }
+            None => self.record.end(),
+        }
     }
 }
 
@@ -116,37 +158,55 @@ impl Body for ForwardBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = &mut *self;
-        let Some(inner) = this.inner.as_mut() else {
-            return Poll::Ready(None);
-        };
-        if let Some(deadline) = this.deadline.as_mut() {
-            if deadline.as_mut().poll(cx).is_ready() {
-                let elapsed = this.record.elapsed().as_millis();
-                return this.fail(Error::DeadlineExceeded(elapsed));
+        loop {
+            if let Some(bytes) = this.queue.pop_front() {
+                return this.data(bytes);
             }
-        }
-        match ready!(Pin::new(inner).poll_frame(cx)) {
-            Some(Ok(frame)) => {
-                if let Some(data) = frame.data_ref() {
-                    this.record.add_bytes_out(data.len());
-                } else if let Some(trailers) = frame.trailers_ref() {
-                    if let Some(status) = trailers.get("grpc-status") {
-                        this.record.set_status(status);
+            let Some(inner) = this.inner.as_mut() else {
+                return match this.ending.take() {
+                    Some(Ending::Trailers(trailers)) => {
+                        this.record.end();
+                        Poll::Ready(Some(Ok(Frame::trailers(trailers))))
                     }
-                }
-                Poll::Ready(Some(Ok(frame)))
-            }
-            Some(Err(err)) => {
-                let err = Error::StreamFailed {
-                    target: this.target.to_string(),
-                    reason: err.to_string(),
+                    Some(Ending::Error(err)) => this.fail(err),
+                    None => Poll::Ready(None),
                 };
-                this.fail(err)
+            };
+            if let Some(deadline) = this.deadline.as_mut() {
+                if deadline.as_mut().poll(cx).is_ready() {
+                    let elapsed = this.record.elapsed().as_millis();
+                    return this.fail(Error::DeadlineExceeded(elapsed));
+                }
             }
-            None => {
-                this.inner = None;
-                this.record.end();
-                Poll::Ready(None)
+            match ready!(Pin::new(inner).poll_frame(cx)) {
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => {
+                        let Some(guard) = this.guard.as_mut() else {
+                            return this.data(data);
+                        };
+                        let verdict = guard.feed(data);
+                        this.queue.extend(verdict.forward);
+                        if let Some(err) = verdict.fail {
+                            // Pinot's answer is over; what came before the error still goes.
+                            this.inner = None;
+                            this.ending = Some(Ending::Error(err));
+                        }
+                    }
+                    // A frame that is neither data nor trailers means nothing to a gRPC client.
+                    Err(frame) => {
+                        if let Ok(trailers) = frame.into_trailers() {
+                            this.end_upstream(Some(trailers));
+                        }
+                    }
+                },
+                Some(Err(err)) => {
+                    let err = Error::StreamFailed {
+                        target: this.target.to_string(),
+                        reason: err.to_string(),
+                    };
+                    return this.fail(err);
+                }
+                None => this.end_upstream(None),
             }
         }
     }
@@ -156,6 +216,8 @@ impl Body for ForwardBody {
     // would otherwise send the headers open and end the stream with an empty DATA frame,
     // which grpc-java rejects as INTERNAL.
     fn is_end_stream(&self) -> bool {
-        self.inner.as_ref().is_none_or(Body::is_end_stream)
+        self.queue.is_empty()
+            && self.ending.is_none()
+            && self.inner.as_ref().is_none_or(Body::is_end_stream)
     }
 }

@@ -4,7 +4,9 @@
 //! [`body::ForwardBody`] unchanged, ended with error trailers if the upstream breaks.
 
 mod body;
+mod datatable;
 mod first_message;
+mod guard;
 mod rewrite;
 mod timeout;
 
@@ -19,6 +21,7 @@ use crate::tls::ClientIdentity;
 use crate::upstream::{BrokerTargets, Origin, Pool};
 use body::{ForwardBody, RequestBody};
 use bytes::Bytes;
+use guard::Guard;
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Request, Response, Uri};
 use http_body_util::BodyExt;
@@ -55,6 +58,11 @@ pub(crate) struct Forwarder {
     auth: Arc<Authenticator>,
     credentials: UpstreamCredentials,
     brokers: Option<Arc<BrokerTargets>>,
+    /// `servers.partial_results = "fail"`: `Submit` answers whose last message carries Pinot's
+    /// exceptions end with an error.
+    guard_partial_results: bool,
+    /// `Submit` answers the guard could not check (compressed, undecodable, too large).
+    unchecked: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Where a call goes, and what goes first: the bytes read to route it, possibly rewritten.
@@ -72,6 +80,7 @@ impl Forwarder {
         credentials: UpstreamCredentials,
         brokers: Option<Arc<BrokerTargets>>,
         instance: HeaderValue,
+        guard_partial_results: bool,
     ) -> Forwarder {
         Forwarder {
             pool,
@@ -80,12 +89,19 @@ impl Forwarder {
             auth,
             credentials,
             brokers,
+            guard_partial_results,
+            unchecked: Arc::default(),
         }
     }
 
     /// A new client connection's share of the routing budget.
     pub(crate) fn connection_share(&self) -> ConnectionShare {
         ConnectionShare::new(&self.limits)
+    }
+
+    /// `Submit` answers passed through without the partial-result check.
+    pub(crate) fn unchecked_answers(&self) -> u64 {
+        self.unchecked.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Upstream connections opened since start.
@@ -126,6 +142,7 @@ impl Forwarder {
         record: &mut CallRecord,
     ) -> Result<Response<ProxyBody>, Error> {
         let deadline = deadline(request.headers())?;
+        let guarded = self.guard_partial_results && request.uri().path() == SUBMIT_PATH;
         let (mut parts, mut body) = request.into_parts();
         let routed = self.route(&parts, &mut body, peer, deadline).await?;
         record.set_target(&routed.target);
@@ -147,7 +164,8 @@ impl Forwarder {
         if let Some(status) = parts.headers.get("grpc-status") {
             record.set_status(status);
         }
-        let body = ForwardBody::new(body, deadline, routed.target, record.take(), lease);
+        let guard = guarded.then(|| Guard::new(routed.target.clone(), self.unchecked.clone()));
+        let body = ForwardBody::new(body, deadline, routed.target, record.take(), guard, lease);
         Ok(Response::from_parts(parts, body.boxed_unsync()))
     }
 

@@ -53,6 +53,12 @@ impl Stats {
     pub fn upstream_connections_opened(&self) -> u64 {
         self.forwarder.connections_opened()
     }
+
+    /// `Submit` answers passed on without the partial-result check (`servers.partial_results`):
+    /// compressed, too large, or not a DataTable this proxy reads.
+    pub fn unchecked_answers(&self) -> u64 {
+        self.forwarder.unchecked_answers()
+    }
 }
 
 impl Server {

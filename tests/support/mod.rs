@@ -246,6 +246,45 @@ pub fn block(seed: u64, index: u64, size: usize) -> Vec<u8> {
         .collect()
 }
 
+/// A Pinot DataTable (version 3, as Pinot 0.x sends it) with no rows, the given exceptions
+/// (code, message) and one metadata entry (`numDocsScanned` = 1000).
+pub fn datatable(exceptions: &[(i32, &str)]) -> Vec<u8> {
+    let mut section = (exceptions.len() as i32).to_be_bytes().to_vec();
+    for (code, message) in exceptions {
+        section.extend(code.to_be_bytes());
+        section.extend((message.len() as i32).to_be_bytes());
+        section.extend(message.as_bytes());
+    }
+    let end = 52 + section.len() as i32;
+    let header = [
+        3,
+        0,
+        0,
+        52,
+        section.len() as i32,
+        end,
+        0,
+        end,
+        0,
+        end,
+        0,
+        end,
+        0,
+    ];
+    let mut out: Vec<u8> = header.iter().flat_map(|v: &i32| v.to_be_bytes()).collect();
+    out.extend(section);
+    // Metadata: one entry, key id 2 (numDocsScanned), a long.
+    let metadata = [
+        &1i32.to_be_bytes()[..],
+        &2i32.to_be_bytes(),
+        &1000i64.to_be_bytes(),
+    ]
+    .concat();
+    out.extend((metadata.len() as i32).to_be_bytes());
+    out.extend(metadata);
+    out
+}
+
 /// A stream that counts itself as cancelled when dropped before it ended.
 struct Guarded<S> {
     inner: Pin<Box<S>>,
@@ -333,6 +372,35 @@ impl PinotQueryServer for FakePinot {
                         "metadata",
                         &self.name,
                         vec![],
+                    ))))
+                    .collect::<Vec<_>>();
+                guarded(&self.seen, tokio_stream::iter(items))
+            }
+            // `pinot:<count>:<code>:<message>`: `count` data blocks, then a metadata message whose
+            // DataTable carries Pinot's exception `code` (none when 0), as a Pinot server
+            // reports a timeout or a missing segment: with status OK.
+            "pinot" => {
+                let (count, code) = (num(1), num(2) as i32);
+                let message = parts
+                    .get(3..)
+                    .map(|rest| rest.join(":"))
+                    .unwrap_or_default();
+                let exceptions = if code == 0 {
+                    vec![]
+                } else {
+                    vec![(code, message.as_str())]
+                };
+                // Only `responseType`, as Pinot sends: one map entry encodes one way, so
+                // answers can be compared byte for byte.
+                let pinot = |kind: &str, payload| ServerResponse {
+                    metadata: HashMap::from([("responseType".to_string(), kind.to_string())]),
+                    payload,
+                };
+                let items = (0..count)
+                    .map(|i| Ok(pinot("data", block(5, i, 1000))))
+                    .chain(std::iter::once(Ok(pinot(
+                        "metadata",
+                        datatable(&exceptions),
                     ))))
                     .collect::<Vec<_>>();
                 guarded(&self.seen, tokio_stream::iter(items))
