@@ -51,7 +51,7 @@ impl Payloads {
                     ("responseType".to_string(), "metadata".to_string()),
                     ("numDocsScanned".to_string(), "1000".to_string()),
                 ]),
-                payload: Vec::new(),
+                payload: clean_datatable(),
             }),
         }
     }
@@ -68,6 +68,26 @@ impl Payloads {
     pub fn response_len(&self, count: u64, size: usize) -> u64 {
         count * self.data(size).len() as u64 + self.end.len() as u64
     }
+}
+
+/// The DataTable of a Pinot server's last message when the query went well: version 3, no
+/// rows, an empty exceptions section and one metadata entry (numDocsScanned), so the proxy's
+/// partial-result check does all its work.
+fn clean_datatable() -> Vec<u8> {
+    let exceptions = 0i32.to_be_bytes();
+    let end = 52 + exceptions.len() as i32;
+    let header = [3, 0, 0, 52, 4, end, 0, end, 0, end, 0, end, 0];
+    let mut out: Vec<u8> = header.iter().flat_map(|v: &i32| v.to_be_bytes()).collect();
+    out.extend(exceptions);
+    let metadata = [
+        &1i32.to_be_bytes()[..],
+        &2i32.to_be_bytes(),
+        &1000i64.to_be_bytes(),
+    ]
+    .concat();
+    out.extend((metadata.len() as i32).to_be_bytes());
+    out.extend(metadata);
+    out
 }
 
 fn data_message(size: usize) -> Bytes {
