@@ -684,3 +684,47 @@ async fn an_invalid_preface_after_alpn_h2_is_a_connection_error() {
     }
     assert!(rest.is_empty(), "trailing bytes in {answer:?}");
 }
+
+// Regression: plain HTTP sent to the TLS port got its connection reset, with no word of why.
+#[tokio::test]
+async fn plain_http_on_the_tls_port_gets_a_400_saying_so() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let ca = Ca::new("test ca");
+    let dir = TempDir::new();
+    let leaf = ca.issue(Some("pinot-proxy"), &["localhost"]);
+    let (addr, server) = proxy_from(&config_text("", &tls_section(&dir, &leaf, None), "")).await;
+    let _stop = run(server);
+    let body = r#"{"error":"pinot-proxy: this port speaks TLS; use https:// (or gRPC with TLS)"}"#;
+    // HTTP/1.1, and HTTP/2 with prior knowledge (answered in HTTP/1.1: h2c knows no TLS).
+    for request in [
+        &b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"[..],
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+    ] {
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        tcp.write_all(request).await.unwrap();
+        let mut answer = Vec::new();
+        tokio::time::timeout(WAIT, tcp.read_to_end(&mut answer))
+            .await
+            .expect("the proxy ends the connection")
+            .expect("the connection ends without a reset");
+        let answer = String::from_utf8_lossy(&answer);
+        let (head, answer_body) = answer.split_once("\r\n\r\n").expect("a response head");
+        assert!(head.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{answer}");
+        assert!(
+            head.contains("\r\nContent-Type: application/json"),
+            "{answer}"
+        );
+        assert!(head.contains("\r\nConnection: close"), "{answer}");
+        assert!(
+            head.contains(&format!("\r\nContent-Length: {}", body.len())),
+            "{answer}"
+        );
+        assert_eq!(answer_body, body);
+    }
+    // TLS clients are served on the same port as before.
+    let stream = tls_connect(addr, client_config(&ca, &[b"http/1.1"], None))
+        .await
+        .unwrap();
+    let response = http1_get_on(stream, "/tables", &[]).await;
+    assert_eq!(response.status(), http::StatusCode::NOT_FOUND);
+}

@@ -3,6 +3,7 @@
 //! HTTP/1.1 on one port, closing idle connections (`idle.rs`), and draining on shutdown.
 
 mod idle;
+mod tls;
 
 use crate::dispatch::Handlers;
 use crate::grpc::Forwarder;
@@ -131,8 +132,8 @@ impl Server {
                             Ok(mut budget) => budget.take(),
                             Err(_) => None,
                         };
-                        match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
-                            Ok(Ok(stream)) => {
+                        match tls::accept(acceptor, stream, timeout).await {
+                            Ok(stream) => {
                                 let identity = stream
                                     .get_ref()
                                     .1
@@ -152,12 +153,7 @@ impl Server {
                                 };
                                 connection.serve(stream, true, identity).await
                             }
-                            Ok(Err(err)) => {
-                                if let Some(suppressed) = log_budget() {
-                                    tracing::info!(%peer, error = %err, suppressed, "TLS handshake failed")
-                                }
-                            }
-                            Err(_) => {
+                            Err(tls::Refused::TimedOut) => {
                                 if let Some(suppressed) = log_budget() {
                                     tracing::info!(
                                         %peer,
@@ -165,6 +161,11 @@ impl Server {
                                         suppressed,
                                         "TLS handshake timed out"
                                     )
+                                }
+                            }
+                            Err(err) => {
+                                if let Some(suppressed) = log_budget() {
+                                    tracing::info!(%peer, error = %err, suppressed, "TLS handshake failed")
                                 }
                             }
                         }
