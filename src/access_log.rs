@@ -1,8 +1,12 @@
 //! The access log: one line per request, written when it ends, fails, is refused or is dropped
-//! by the caller. `CallRecord` is a gRPC call's, `RestRecord` a REST request's.
+//! by the caller, and the request metrics counted at the same moment. `CallRecord` is a gRPC
+//! call's, `RestRecord` a REST request's.
 
 use crate::config::Component;
 use crate::error::{Error, Side};
+use crate::metrics::{
+    CallLabels, ComponentLabels, Direction, DirectionLabels, MethodLabels, Metrics, RestLabels,
+};
 use crate::policy::Target;
 use http::{HeaderValue, Method};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,6 +17,11 @@ use std::time::{Duration, Instant};
 pub(crate) struct CallRecord {
     method: String,
     target: Option<String>,
+    /// The method as a metric label: one of a short fixed list, whatever the caller sent.
+    method_label: &'static str,
+    /// Whether a server answered: only then does the call count under its target.
+    forwarded: bool,
+    metrics: Option<Arc<Metrics>>,
     started: Instant,
     pub(crate) bytes_in: Arc<AtomicU64>,
     bytes_out: u64,
@@ -24,10 +33,19 @@ pub(crate) struct CallRecord {
 }
 
 impl CallRecord {
-    pub(crate) fn new(method: String, span: tracing::Span) -> CallRecord {
+    pub(crate) fn new(
+        method: String,
+        method_label: &'static str,
+        span: tracing::Span,
+        metrics: Arc<Metrics>,
+    ) -> CallRecord {
+        metrics.grpc_calls_in_flight.inc();
         CallRecord {
             method,
+            method_label,
             target: None,
+            forwarded: false,
+            metrics: Some(metrics),
             started: Instant::now(),
             bytes_in: Arc::default(),
             bytes_out: 0,
@@ -42,7 +60,10 @@ impl CallRecord {
     fn empty() -> CallRecord {
         CallRecord {
             method: String::new(),
+            method_label: "other",
             target: None,
+            forwarded: false,
+            metrics: None,
             started: Instant::now(),
             bytes_in: Arc::default(),
             bytes_out: 0,
@@ -65,6 +86,11 @@ impl CallRecord {
 
     pub(crate) fn add_bytes_out(&mut self, bytes: usize) {
         self.bytes_out += bytes as u64;
+    }
+
+    /// A server answered the call.
+    pub(crate) fn set_forwarded(&mut self) {
+        self.forwarded = true;
     }
 
     /// The upstream's `grpc-status`.
@@ -103,9 +129,13 @@ impl Drop for CallRecord {
             (None, true) => "none",
             (None, false) => "cancelled by client",
         };
-        let duration_ms = self.started.elapsed().as_secs_f64() * 1000.0;
+        let elapsed = self.started.elapsed();
+        let duration_ms = elapsed.as_secs_f64() * 1000.0;
         let bytes_in = self.bytes_in.load(Ordering::Relaxed);
         let target = self.target.as_deref().unwrap_or("-");
+        if let Some(metrics) = &self.metrics {
+            self.count(metrics, status, elapsed, bytes_in);
+        }
         match &self.error {
             Some((Side::Upstream | Side::Proxy, error)) => tracing::warn!(
                 grpc.method = %self.method, target, grpc.status = status, duration_ms,
@@ -123,6 +153,41 @@ impl Drop for CallRecord {
     }
 }
 
+impl CallRecord {
+    fn count(&self, metrics: &Metrics, status: &str, elapsed: Duration, bytes_in: u64) {
+        let method = self.method_label;
+        let target = match (&self.target, self.forwarded) {
+            (Some(target), true) => target.clone(),
+            _ => "-".to_string(),
+        };
+        let code = match status.parse::<u8>() {
+            Ok(code) if code <= 16 => status.to_string(),
+            _ if status == "none" => "none".to_string(),
+            _ if status == "cancelled by client" => "cancelled_by_client".to_string(),
+            _ => "unknown".to_string(),
+        };
+        metrics
+            .grpc_call_duration
+            .get_or_create(&MethodLabels { method })
+            .observe(elapsed.as_secs_f64());
+        metrics
+            .grpc_calls
+            .get_or_create(&CallLabels {
+                method,
+                target,
+                code,
+            })
+            .inc();
+        for (direction, bytes) in [(Direction::In, bytes_in), (Direction::Out, self.bytes_out)] {
+            metrics
+                .grpc_bytes
+                .get_or_create(&DirectionLabels { direction })
+                .inc_by(bytes);
+        }
+        metrics.grpc_calls_in_flight.dec();
+    }
+}
+
 /// One request's log line, written once when it ends, fails or is dropped by the caller.
 pub(crate) struct RestRecord {
     method: Method,
@@ -135,6 +200,7 @@ pub(crate) struct RestRecord {
     pub(crate) outcome: Outcome,
     /// Request limits' permits, returned when the response has been sent.
     pub(crate) held: Vec<tokio::sync::OwnedSemaphorePermit>,
+    metrics: Arc<Metrics>,
 }
 
 /// How a REST request ended.
@@ -145,8 +211,9 @@ pub(crate) enum Outcome {
 }
 
 impl RestRecord {
-    pub(crate) fn new(method: &Method, path: &str) -> RestRecord {
+    pub(crate) fn new(method: &Method, path: &str, metrics: Arc<Metrics>) -> RestRecord {
         RestRecord {
+            metrics,
             method: method.clone(),
             path: crate::error::echo(path),
             component: None,
@@ -169,6 +236,19 @@ impl RestRecord {
 impl Drop for RestRecord {
     fn drop(&mut self) {
         let component = self.component.map_or("none", Component::name);
+        self.metrics
+            .rest_requests
+            .get_or_create(&RestLabels {
+                component,
+                status: self.status.unwrap_or(0),
+            })
+            .inc();
+        if let Outcome::Failed(Side::Upstream, _) = &self.outcome {
+            self.metrics
+                .rest_upstream_failures
+                .get_or_create(&ComponentLabels { component })
+                .inc();
+        }
         let upstream = self.upstream.as_deref().unwrap_or("none");
         let status = self
             .status

@@ -2,10 +2,12 @@
 //! port is bound (`--check` runs exactly this). Only this module reads the whole `Config`; each
 //! runtime part gets its own section or settings.
 
+use crate::admin::{Admin, Readiness};
 use crate::config::{Config, PartialResults};
 use crate::dispatch::Handlers;
 use crate::grpc::{Forwarder, RoutingLimits};
 use crate::listen::Server;
+use crate::metrics::Metrics;
 use crate::policy::{Allowlist, Authenticator, LogBudget, Secrets, Target, UpstreamCredentials};
 use crate::rest::Rest;
 use crate::tls::{self, ServerTls, UpstreamTls};
@@ -27,6 +29,7 @@ pub struct App {
     instance: http::HeaderValue,
     rest: Option<Arc<Rest>>,
     brokers: Option<Arc<BrokerTargets>>,
+    metrics: Arc<Metrics>,
 }
 
 impl App {
@@ -37,9 +40,13 @@ impl App {
 
     /// Builds the proxy with secrets from `secrets`.
     pub fn build_with(config: &Config, secrets: &Secrets) -> anyhow::Result<App> {
+        for warning in &config.warnings {
+            tracing::warn!("{warning}");
+        }
+        let metrics = Arc::new(Metrics::new());
         let server_tls = match &config.server.tls {
             Some(tls_config) => Some((
-                tls::server_tls(tls_config)?,
+                tls::server_tls(tls_config, &metrics)?,
                 Duration::from_millis(tls_config.handshake_timeout_ms),
             )),
             None => None,
@@ -48,9 +55,9 @@ impl App {
             .servers
             .tls
             .as_ref()
-            .map(|tls_config| tls::upstream_tls(tls_config, "servers.tls", tls::ALPN_H2))
+            .map(|tls_config| tls::upstream_tls(tls_config, "servers.tls", tls::ALPN_H2, &metrics))
             .transpose()?;
-        let auth = Arc::new(Authenticator::new(&config.auth, secrets)?);
+        let auth = Arc::new(Authenticator::new(&config.auth, secrets, metrics.clone())?);
         let credentials =
             UpstreamCredentials::resolve(&config.servers.auth, "servers.auth", secrets)?;
         let instance = crate::http::instance_id();
@@ -60,6 +67,7 @@ impl App {
             config.broker.as_ref(),
             instance.clone(),
             secrets,
+            &metrics,
         )?
         .map(Arc::new);
         let brokers = broker_targets(config).map(Arc::new);
@@ -72,6 +80,7 @@ impl App {
             instance,
             rest,
             brokers,
+            metrics,
         })
     }
 
@@ -87,6 +96,7 @@ impl App {
             instance,
             rest,
             brokers,
+            metrics,
         } = self;
         let server = &config.server;
         let listener = TcpListener::bind(server.listen)
@@ -122,6 +132,7 @@ impl App {
             },
             Allowlist::new(servers.allow.clone(), servers.ports.clone()),
             upstream_tls.zip(servers.tls.clone()),
+            metrics.clone(),
         );
         let limits = RoutingLimits {
             max_message_bytes: server.max_routing_message_bytes,
@@ -131,15 +142,16 @@ impl App {
             )),
             budget_bytes: server.routing_buffer_bytes,
         };
-        let forwarder = Forwarder::new(
+        let forwarder = Forwarder {
             pool,
             limits,
-            auth.clone(),
+            instance,
+            auth: auth.clone(),
             credentials,
             brokers,
-            instance,
-            servers.partial_results == PartialResults::Fail,
-        );
+            guard_partial_results: servers.partial_results == PartialResults::Fail,
+            metrics: metrics.clone(),
+        };
 
         let mut builder = auto::Builder::new(TokioExecutor::new());
         // HTTP/1.1 connections that do not finish their headers in time are closed.
@@ -157,13 +169,31 @@ impl App {
                 .keep_alive_interval(Duration::from_millis(server.keepalive_interval_ms))
                 .keep_alive_timeout(Duration::from_secs(20));
         }
+        let readiness = Readiness::default();
+        let admin = match &config.admin {
+            Some(admin) => Some(
+                Admin::bind(
+                    admin.listen,
+                    readiness.clone(),
+                    metrics.clone(),
+                    forwarder.clone(),
+                )
+                .await?,
+            ),
+            None => None,
+        };
         Ok(Server {
             listener,
+            drain_delay: Duration::from_millis(server.drain_delay_ms),
+            readiness,
+            admin,
             handlers: Handlers {
                 forwarder,
                 rest,
                 auth,
+                metrics: metrics.clone(),
             },
+            metrics,
             tls: server_tls,
             builder,
             grace: Duration::from_millis(server.shutdown_grace_ms),

@@ -7,6 +7,7 @@ use crate::access_log::RestRecord;
 use crate::error::{echo, Error};
 use crate::grpc::{ConnectionShare, Forwarder};
 use crate::http::{Peer, ProxyBody};
+use crate::metrics::Metrics;
 use crate::policy::Authenticator;
 use crate::respond;
 use crate::rest::Rest;
@@ -20,6 +21,7 @@ pub(crate) struct Handlers {
     pub(crate) forwarder: Forwarder,
     pub(crate) rest: Option<Arc<Rest>>,
     pub(crate) auth: Arc<Authenticator>,
+    pub(crate) metrics: Arc<Metrics>,
 }
 
 impl Handlers {
@@ -62,7 +64,8 @@ impl Handlers {
         match rest {
             Ok(rest) => rest.handle(request, peer).await,
             Err(err) => {
-                let mut record = RestRecord::new(request.method(), request.uri().path());
+                let mut record =
+                    RestRecord::new(request.method(), request.uri().path(), self.metrics.clone());
                 record.fail(&err);
                 respond::rest_error(&err, request.uri().path())
             }

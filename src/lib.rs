@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 mod access_log;
+mod admin;
 mod app;
 mod config;
 mod dispatch;
@@ -12,6 +13,7 @@ mod error;
 mod grpc;
 mod http;
 mod listen;
+mod metrics;
 mod policy;
 mod respond;
 mod rest;
@@ -29,7 +31,7 @@ mod proto {
 }
 
 pub use app::App;
-pub use config::Config;
+pub use config::{Config, LogConfig, LogFormat};
 pub use listen::{Server, Stats};
 pub use policy::{token, Secrets};
 pub use tls::ReloadStatus;

@@ -39,12 +39,6 @@ fn main() -> ExitCode {
     if let Some(Command::Token(command)) = cli.command {
         return run_token(command);
     }
-    tracing_subscriber::fmt()
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
     let config = match Config::load(&cli.config) {
         Ok(config) => config,
         Err(err) => {
@@ -52,6 +46,15 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Err(err) = init_logging(&config.log) {
+        eprintln!("pinot-proxy: {}: {err:#}", cli.config.display());
+        return ExitCode::from(2);
+    }
+    tracing::info!(
+        config = %cli.config.display(),
+        version = env!("CARGO_PKG_VERSION"),
+        "pinot-proxy starting"
+    );
     if cli.check {
         // Loads every file and secret the config names, as a start would, and binds nothing.
         let checked = tokio::runtime::Runtime::new()
@@ -167,24 +170,58 @@ fn password_line(text: &str) -> Result<&str, String> {
     Ok(line)
 }
 
+/// Logging as `[log]` says; `RUST_LOG`, when set, wins over `log.level`.
+fn init_logging(log: &pinot_proxy::LogConfig) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use tracing_subscriber::EnvFilter;
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(filter) if !filter.is_empty() => EnvFilter::try_new(&filter)
+            .with_context(|| format!("RUST_LOG = {filter:?} is not a log filter"))?,
+        _ => {
+            let level = log.level.as_deref().unwrap_or("info");
+            EnvFilter::try_new(level)
+                .with_context(|| format!("log.level = {level:?} is not a log filter"))?
+        }
+    };
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match log.format {
+        pinot_proxy::LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+            .init(),
+        // One flat object per line: timestamp, level, message and the event's fields.
+        pinot_proxy::LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_target(false)
+            .with_current_span(false)
+            .with_span_list(false)
+            .init(),
+    }
+    Ok(())
+}
+
 /// Installs the SIGTERM (Kubernetes stopping the pod) and SIGINT handlers now; the returned
-/// future completes on either.
+/// future completes on either. A second signal after that ends the process at once.
 fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
     let term = signal(SignalKind::terminate());
     let int = signal(SignalKind::interrupt());
     async move {
-        match (term, int) {
-            (Ok(mut term), Ok(mut int)) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = int.recv() => {}
-                }
-            }
-            (Ok(mut one), Err(_)) | (Err(_), Ok(mut one)) => {
-                one.recv().await;
-            }
-            (Err(_), Err(_)) => std::future::pending().await,
+        let (Ok(mut term), Ok(mut int)) = (term, int) else {
+            tracing::warn!("cannot install the SIGTERM and SIGINT handlers");
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
         }
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            tracing::warn!("second shutdown signal: exiting now");
+            std::process::exit(1);
+        });
     }
 }

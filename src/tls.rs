@@ -3,6 +3,7 @@
 //! change on disk or on SIGHUP.
 
 use crate::config::{Host, ServerTlsConfig, UpstreamTlsConfig};
+use crate::metrics::{CertificateLabels, Metrics, ReloadLabels};
 use anyhow::{bail, Context};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
@@ -198,6 +199,7 @@ pub struct Reloadable<T> {
     current: RwLock<Arc<T>>,
     seen: Mutex<Vec<Vec<u8>>>,
     status: watch::Sender<ReloadStatus>,
+    metrics: Arc<Metrics>,
 }
 
 /// What reloading has done so far.
@@ -216,17 +218,59 @@ impl<T> Reloadable<T> {
         name: &'static str,
         files: Vec<(&'static str, PathBuf)>,
         build: impl Fn(&[Vec<u8>]) -> anyhow::Result<T> + Send + Sync + 'static,
+        metrics: &Arc<Metrics>,
     ) -> anyhow::Result<Reloadable<T>> {
         let contents = read_all(name, &files)?;
         let first = build(&contents).with_context(|| name)?;
-        Ok(Reloadable {
+        let reloadable = Reloadable {
             name,
             files,
             build: Box::new(build),
             current: RwLock::new(Arc::new(first)),
             seen: Mutex::new(contents),
             status: watch::channel(ReloadStatus::default()).0,
-        })
+            metrics: metrics.clone(),
+        };
+        reloadable.record_expiry(&reloadable.seen.lock().unwrap_or_else(|e| e.into_inner()));
+        Ok(reloadable)
+    }
+
+    /// Sets the expiry gauge of every certificate file (certificates and CA bundles: the first
+    /// certificate in each) from their contents.
+    fn record_expiry(&self, contents: &[Vec<u8>]) {
+        for ((key, _), pem) in self.files.iter().zip(contents) {
+            if *key == "key_file" {
+                continue;
+            }
+            let Some(not_after) = CertificateDer::pem_slice_iter(pem)
+                .next()
+                .and_then(Result::ok)
+                .and_then(|der| {
+                    x509_parser::parse_x509_certificate(&der)
+                        .ok()
+                        .map(|(_, cert)| cert.validity().not_after.timestamp())
+                })
+            else {
+                continue;
+            };
+            self.metrics
+                .certificate_expiry
+                .get_or_create(&CertificateLabels {
+                    config: self.name,
+                    file: (*key).to_string(),
+                })
+                .set(not_after as f64);
+        }
+    }
+
+    fn count_reload(&self, result: &'static str) {
+        self.metrics
+            .tls_reloads
+            .get_or_create(&ReloadLabels {
+                config: self.name,
+                result,
+            })
+            .inc();
     }
 
     /// The config to use for a new connection.
@@ -263,6 +307,8 @@ impl<T> Reloadable<T> {
             Ok(config) => {
                 *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(config);
                 tracing::info!(tls = self.name, "TLS files reloaded");
+                self.count_reload("ok");
+                self.record_expiry(&contents);
                 self.status.send_modify(|status| {
                     status.changes += 1;
                     status.reloads += 1;
@@ -271,6 +317,7 @@ impl<T> Reloadable<T> {
             }
             Err(err) => {
                 let error = format!("{err:#}");
+                self.count_reload("failed");
                 tracing::error!(
                     tls = self.name,
                     error = %error,
@@ -305,11 +352,17 @@ pub const ALPN_H2: &[&[u8]] = &[b"h2"];
 pub const ALPN_HTTP1: &[&[u8]] = &[b"http/1.1"];
 
 /// Loads the listener's TLS config; errors name the file.
-pub fn server_tls(config: &ServerTlsConfig) -> anyhow::Result<Arc<ServerTls>> {
+pub fn server_tls(
+    config: &ServerTlsConfig,
+    metrics: &Arc<Metrics>,
+) -> anyhow::Result<Arc<ServerTls>> {
     let owned = config.clone();
-    Reloadable::new("server.tls", config.files(), move |contents| {
-        build_server(&owned, contents)
-    })
+    Reloadable::new(
+        "server.tls",
+        config.files(),
+        move |contents| build_server(&owned, contents),
+        metrics,
+    )
     .map(Arc::new)
 }
 
@@ -319,6 +372,7 @@ pub fn upstream_tls(
     config: &UpstreamTlsConfig,
     key: &'static str,
     alpn: &'static [&'static [u8]],
+    metrics: &Arc<Metrics>,
 ) -> anyhow::Result<Arc<UpstreamTls>> {
     if config.insecure_skip_verify {
         tracing::warn!(
@@ -328,9 +382,12 @@ pub fn upstream_tls(
         );
     }
     let owned = config.clone();
-    Reloadable::new(key, config.files(), move |contents| {
-        build_client(&owned, contents, alpn)
-    })
+    Reloadable::new(
+        key,
+        config.files(),
+        move |contents| build_client(&owned, contents, alpn),
+        metrics,
+    )
     .map(Arc::new)
 }
 

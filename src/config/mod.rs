@@ -2,12 +2,14 @@
 //! Only this module reads TOML, and it imports no runtime module: files, secrets and sockets are
 //! opened by `app.rs`, which turns a `Config` into a running proxy.
 
+mod admin;
 mod auth;
 mod rest;
 mod server;
 mod servers;
 mod tls;
 
+pub use admin::{AdminConfig, LogConfig, LogFormat};
 #[cfg(test)]
 pub use auth::UserConfig;
 pub use auth::{parse_sha256, AuthConfig, GrpcPolicy, RestPolicy, Secret, UpstreamAuthConfig};
@@ -40,6 +42,16 @@ pub struct Config {
     /// What callers must present.
     #[serde(default)]
     pub auth: AuthConfig,
+    /// The admin listener: health, readiness, metrics. Off when absent.
+    #[serde(default)]
+    pub admin: Option<AdminConfig>,
+    /// Log format and level.
+    #[serde(default)]
+    pub log: LogConfig,
+    /// Warnings found while validating (e.g. an allowlist open to every address), for the
+    /// caller to log once logging is set up.
+    #[serde(skip)]
+    pub warnings: Vec<String>,
 }
 
 impl Config {
@@ -52,9 +64,28 @@ impl Config {
 
     /// Parses and validates config text.
     pub fn parse(text: &str) -> anyhow::Result<Config> {
-        let config: Config = toml::from_str(text).map_err(|err| toml_error(text, &err))?;
+        let mut config: Config = toml::from_str(text).map_err(|err| toml_error(text, &err))?;
         config.validate()?;
+        config.warnings = config.warnings_found();
         Ok(config)
+    }
+
+    /// What is allowed but probably not meant.
+    fn warnings_found(&self) -> Vec<String> {
+        self.servers
+            .allow
+            .iter()
+            .filter_map(|entry| match entry {
+                AllowEntry::Net(net) if net.prefix_len() == 0 => Some(format!(
+                    "servers.allow entry {net} lets callers reach every address, public ones \
+                     included"
+                )),
+                AllowEntry::Suffix(suffix) if !suffix[1..].contains('.') => Some(format!(
+                    "servers.allow entry *{suffix} is a wildcard over a whole top-level domain"
+                )),
+                _ => None,
+            })
+            .collect()
     }
 
     /// Rules serde cannot express.
@@ -83,21 +114,6 @@ impl Config {
             }
             if ports.is_empty() {
                 bail!("servers.ports is empty, which allows no port; leave it out to allow any");
-            }
-        }
-        for entry in &self.servers.allow {
-            match entry {
-                AllowEntry::Net(net) if net.prefix_len() == 0 => tracing::warn!(
-                    entry = %net,
-                    "servers.allow lets callers reach every address, public ones included"
-                ),
-                AllowEntry::Suffix(suffix) if !suffix[1..].contains('.') => {
-                    tracing::warn!(
-                        entry = %format!("*{suffix}"),
-                        "servers.allow has a wildcard over a whole top-level domain"
-                    )
-                }
-                _ => {}
             }
         }
         for (key, value) in [

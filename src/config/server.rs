@@ -37,6 +37,11 @@ pub struct ServerConfig {
     /// Most concurrent streams one client connection may open (HTTP/2 SETTINGS).
     #[serde(default = "defaults::max_concurrent_streams")]
     pub max_concurrent_streams: u32,
+    /// On SIGTERM or SIGINT, how long the port keeps accepting while `/readyz` already says
+    /// 503, in milliseconds, so Kubernetes takes the pod out of the Service's endpoints before
+    /// connections are asked to close. 0: no delay.
+    #[serde(default = "defaults::drain_delay_ms")]
+    pub drain_delay_ms: u64,
     /// On SIGTERM or SIGINT, how long calls in flight may take to finish before the process exits.
     #[serde(default = "defaults::shutdown_grace_ms")]
     pub shutdown_grace_ms: u64,
@@ -107,6 +112,9 @@ mod defaults {
     }
     pub fn max_concurrent_streams() -> u32 {
         1024
+    }
+    pub fn drain_delay_ms() -> u64 {
+        5_000
     }
     pub fn shutdown_grace_ms() -> u64 {
         30_000

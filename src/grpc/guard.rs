@@ -7,10 +7,10 @@
 
 use super::datatable::{self, Exception};
 use crate::error::{echo, Code, Error};
+use crate::metrics::Metrics;
 use crate::policy::Target;
 use bytes::{Buf, Bytes, BytesMut};
 use prost::Message;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// The most of a message's head read to find its `responseType`: the metadata map comes first,
@@ -42,24 +42,22 @@ enum State {
 }
 
 /// Follows one response stream.
-#[derive(Debug)]
 pub(super) struct Guard {
     state: State,
     /// Bytes of the current message not yet forwarded: its prefix and head, or all of it
     /// while held.
     pending: BytesMut,
     target: Target,
-    /// Answers the guard could not check, for all calls.
-    unchecked: Arc<AtomicU64>,
+    metrics: Arc<Metrics>,
 }
 
 impl Guard {
-    pub(super) fn new(target: Target, unchecked: Arc<AtomicU64>) -> Guard {
+    pub(super) fn new(target: Target, metrics: Arc<Metrics>) -> Guard {
         Guard {
             state: State::Head,
             pending: BytesMut::new(),
             target,
-            unchecked,
+            metrics,
         }
     }
 
@@ -131,7 +129,7 @@ impl Guard {
                                     }
                                 }
                                 Next::Off(reason) => {
-                                    self.unchecked.fetch_add(1, Ordering::Relaxed);
+                                    self.metrics.partial_results_unchecked.inc();
                                     tracing::warn!(
                                         target = %self.target,
                                         reason,
@@ -186,7 +184,7 @@ impl Guard {
         let payload = match crate::proto::ServerResponse::decode(&message[5..]) {
             Ok(response) => response.payload,
             Err(err) => {
-                self.unchecked.fetch_add(1, Ordering::Relaxed);
+                self.metrics.partial_results_unchecked.inc();
                 tracing::debug!(target = %self.target, error = %err, "undecodable metadata message passed through");
                 return None;
             }
@@ -195,7 +193,7 @@ impl Guard {
             Ok(summary) if summary.exceptions.is_empty() => None,
             Ok(summary) => Some(partial_result(&self.target, &summary.exceptions)),
             Err(err) => {
-                self.unchecked.fetch_add(1, Ordering::Relaxed);
+                self.metrics.partial_results_unchecked.inc();
                 tracing::debug!(target = %self.target, error = %err, "undecodable DataTable passed through");
                 None
             }
@@ -412,7 +410,8 @@ mod tests {
 
     /// Feeds `stream` cut at `cuts`; returns the bytes forwarded and whether the call failed.
     fn run(stream: &[u8], cuts: &[usize]) -> (Vec<u8>, Option<Error>) {
-        let mut guard = Guard::new(Target::parse("127.0.0.1", "8098").unwrap(), Arc::default());
+        let target = Target::parse("127.0.0.1", "8098").unwrap();
+        let mut guard = Guard::new(target, Arc::new(Metrics::new()));
         let mut points: Vec<usize> = cuts.iter().map(|cut| cut % (stream.len() + 1)).collect();
         points.extend([0, stream.len()]);
         points.sort_unstable();

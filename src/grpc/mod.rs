@@ -15,6 +15,7 @@ pub(crate) use first_message::{ConnectionShare, RoutingLimits};
 use crate::access_log::CallRecord;
 use crate::error::Error;
 use crate::http::{came_through, strip_hop_by_hop_keep_te_trailers, ProxyBody, VIA_HEADER};
+use crate::metrics::Metrics;
 use crate::policy::{target, Authenticator, Target, UpstreamCredentials};
 use crate::respond;
 use crate::tls::ClientIdentity;
@@ -52,17 +53,19 @@ const DROPPED_HEADERS: [&str; 6] = [
 /// Forwards gRPC calls to the servers they name.
 #[derive(Clone)]
 pub(crate) struct Forwarder {
-    pool: Pool<RequestBody>,
-    limits: RoutingLimits,
-    instance: HeaderValue,
-    auth: Arc<Authenticator>,
-    credentials: UpstreamCredentials,
-    brokers: Option<Arc<BrokerTargets>>,
+    pub(crate) pool: Pool<RequestBody>,
+    pub(crate) limits: RoutingLimits,
+    /// This proxy's id in `pinot-proxy-via`.
+    pub(crate) instance: HeaderValue,
+    pub(crate) auth: Arc<Authenticator>,
+    /// What the servers get in place of the caller's credentials.
+    pub(crate) credentials: UpstreamCredentials,
+    /// Where `PinotQueryBroker/Submit` calls that name no target go.
+    pub(crate) brokers: Option<Arc<BrokerTargets>>,
     /// `servers.partial_results = "fail"`: `Submit` answers whose last message carries Pinot's
     /// exceptions end with an error.
-    guard_partial_results: bool,
-    /// `Submit` answers the guard could not check (compressed, undecodable, too large).
-    unchecked: Arc<std::sync::atomic::AtomicU64>,
+    pub(crate) guard_partial_results: bool,
+    pub(crate) metrics: Arc<Metrics>,
 }
 
 /// Where a call goes, and what goes first: the bytes read to route it, possibly rewritten.
@@ -73,27 +76,6 @@ struct Routed {
 }
 
 impl Forwarder {
-    pub(crate) fn new(
-        pool: Pool<RequestBody>,
-        limits: RoutingLimits,
-        auth: Arc<Authenticator>,
-        credentials: UpstreamCredentials,
-        brokers: Option<Arc<BrokerTargets>>,
-        instance: HeaderValue,
-        guard_partial_results: bool,
-    ) -> Forwarder {
-        Forwarder {
-            pool,
-            limits,
-            instance,
-            auth,
-            credentials,
-            brokers,
-            guard_partial_results,
-            unchecked: Arc::default(),
-        }
-    }
-
     /// A new client connection's share of the routing budget.
     pub(crate) fn connection_share(&self) -> ConnectionShare {
         ConnectionShare::new(&self.limits)
@@ -101,7 +83,12 @@ impl Forwarder {
 
     /// `Submit` answers passed through without the partial-result check.
     pub(crate) fn unchecked_answers(&self) -> u64 {
-        self.unchecked.load(std::sync::atomic::Ordering::Relaxed)
+        self.metrics.partial_results_unchecked.get()
+    }
+
+    /// The upstream pool's targets, for `/debug/targets`.
+    pub(crate) fn targets(&self) -> Vec<crate::upstream::TargetState> {
+        self.pool.snapshot()
     }
 
     /// Upstream connections opened since start.
@@ -121,7 +108,12 @@ impl Forwarder {
             grpc.method = %method,
             target = tracing::field::Empty,
         );
-        let mut record = CallRecord::new(method, span.clone());
+        let label = match request.uri().path() {
+            SUBMIT_PATH => "PinotQueryServer/Submit",
+            BROKER_SUBMIT_PATH => "PinotQueryBroker/Submit",
+            _ => "other",
+        };
+        let mut record = CallRecord::new(method, label, span.clone(), self.metrics.clone());
         match self
             .try_forward(request, peer, &mut record)
             .instrument(span)
@@ -160,11 +152,12 @@ impl Forwarder {
         let (response, lease) = self
             .send(request, &routed.target, routed.origin, deadline)
             .await?;
+        record.set_forwarded();
         let (parts, body) = response.into_parts();
         if let Some(status) = parts.headers.get("grpc-status") {
             record.set_status(status);
         }
-        let guard = guarded.then(|| Guard::new(routed.target.clone(), self.unchecked.clone()));
+        let guard = guarded.then(|| Guard::new(routed.target.clone(), self.metrics.clone()));
         let body = ForwardBody::new(body, deadline, routed.target, record.take(), guard, lease);
         Ok(Response::from_parts(parts, body.boxed_unsync()))
     }

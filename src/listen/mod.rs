@@ -5,9 +5,11 @@
 mod idle;
 mod tls;
 
+use crate::admin::{Admin, Readiness};
 use crate::dispatch::Handlers;
 use crate::grpc::Forwarder;
 use crate::http::Peer;
+use crate::metrics::Metrics;
 use crate::policy::LogBudget;
 use crate::tls::{ClientIdentity, ReloadStatus, ServerTls};
 use http::Request;
@@ -39,6 +41,13 @@ pub struct Server {
     pub(crate) handshake_log: Arc<std::sync::Mutex<LogBudget>>,
     /// One permit per open client connection.
     pub(crate) connections: Arc<tokio::sync::Semaphore>,
+    /// `server.drain_delay_ms`: how long the port keeps accepting after the shutdown signal.
+    pub(crate) drain_delay: Duration,
+    /// What `/readyz` says.
+    pub(crate) readiness: Readiness,
+    /// The admin listener, when `[admin]` is configured.
+    pub(crate) admin: Option<Admin>,
+    pub(crate) metrics: Arc<Metrics>,
     /// Background tasks of this server stop when it is dropped.
     pub(crate) _alive: Arc<()>,
 }
@@ -82,12 +91,36 @@ impl Server {
         }
     }
 
-    /// Serves until `shutdown` completes, then stops accepting, asks every connection to close
-    /// (HTTP/2 GOAWAY) and waits up to the grace period for calls in flight.
-    pub async fn run(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    /// The admin listener's address, when `[admin]` is configured.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(Admin::local_addr)
+    }
+
+    /// Serves until `shutdown` completes. Then `/readyz` answers 503 at once while the port
+    /// keeps accepting for `server.drain_delay_ms` (so Kubernetes takes the pod out of its
+    /// endpoints), then stops accepting, asks every connection to close (HTTP/2 GOAWAY) and
+    /// waits up to `server.shutdown_grace_ms` for calls in flight. Connections still open then
+    /// are closed, which clients report as UNAVAILABLE.
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         let graceful = GracefulShutdown::new();
+        let admin_addr = self.admin_addr();
+        let _admin = self.admin.take().map(|admin| AbortOnDrop(admin.spawn()));
+        let (drain_delay, readiness) = (self.drain_delay, self.readiness.clone());
+        let shutdown = async move {
+            shutdown.await;
+            readiness.draining();
+            tracing::info!(
+                drain_delay_ms = drain_delay.as_millis() as u64,
+                "shutdown signal: not ready any more, still accepting for the drain delay"
+            );
+            tokio::time::sleep(drain_delay).await;
+        };
         tokio::pin!(shutdown);
-        tracing::info!(listen = %self.local_addr(), "serving");
+        self.readiness.serving();
+        match admin_addr {
+            Some(admin) => tracing::info!(listen = %self.local_addr(), %admin, "serving"),
+            None => tracing::info!(listen = %self.local_addr(), admin = "off", "serving"),
+        }
         loop {
             // At the connection limit, new connections wait in the listen backlog.
             let permit = tokio::select! {
@@ -127,6 +160,7 @@ impl Server {
                     let acceptor = tokio_rustls::TlsAcceptor::from(tls.get());
                     let timeout = *timeout;
                     let handshake_log = self.handshake_log.clone();
+                    let failures = self.metrics.tls_handshake_failures.clone();
                     tokio::spawn(async move {
                         let log_budget = || match handshake_log.lock() {
                             Ok(mut budget) => budget.take(),
@@ -154,6 +188,7 @@ impl Server {
                                 connection.serve(stream, true, identity).await
                             }
                             Err(tls::Refused::TimedOut) => {
+                                failures.inc();
                                 if let Some(suppressed) = log_budget() {
                                     tracing::info!(
                                         %peer,
@@ -164,6 +199,7 @@ impl Server {
                                 }
                             }
                             Err(err) => {
+                                failures.inc();
                                 if let Some(suppressed) = log_budget() {
                                     tracing::info!(%peer, error = %err, suppressed, "TLS handshake failed")
                                 }
@@ -180,6 +216,15 @@ impl Server {
             Err(_) => tracing::warn!("grace period over with calls still in flight"),
         }
         Ok(())
+    }
+}
+
+/// Aborts a task when dropped: the admin listener lives as long as `run`.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -4,13 +4,14 @@
 use super::credentials::Secrets;
 use super::token::{self, Credentials};
 use crate::config::{parse_sha256, AuthConfig, GrpcPolicy, RestPolicy};
+use crate::metrics::{AuthLabels, Metrics};
 use crate::tls::ClientIdentity;
 use anyhow::{bail, Context};
 use http::{HeaderMap, HeaderValue};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use subtle::ConstantTimeEq;
 
@@ -37,11 +38,16 @@ pub struct Authenticator {
     /// Compared against when the user is unknown, so that costs the same as a wrong password.
     decoy: [u8; 32],
     log_budget: Mutex<LogBudget>,
+    metrics: Arc<Metrics>,
 }
 
 impl Authenticator {
     /// Builds the checker from a validated `[auth]`, reading `password_env` secrets.
-    pub fn new(config: &AuthConfig, secrets: &Secrets) -> anyhow::Result<Authenticator> {
+    pub fn new(
+        config: &AuthConfig,
+        secrets: &Secrets,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<Authenticator> {
         let mut users = HashMap::new();
         for (i, user) in config.users.iter().enumerate() {
             let key = user.key(i);
@@ -69,6 +75,7 @@ impl Authenticator {
             users,
             decoy: Sha256::digest(b"pinot-proxy decoy").into(),
             log_budget: Mutex::new(LogBudget::new()),
+            metrics,
         })
     }
 
@@ -167,11 +174,21 @@ impl Authenticator {
         result: &Result<(), AuthError>,
         presented: Option<&[u8]>,
         peer: SocketAddr,
-        surface: &str,
+        surface: &'static str,
     ) {
         let Err(err) = result else {
             return;
         };
+        let reason = match err {
+            AuthError::Missing => "missing",
+            AuthError::MissingCertOrCredentials => "missing_certificate",
+            AuthError::Malformed(_) => "malformed",
+            AuthError::Rejected => "rejected",
+        };
+        self.metrics
+            .auth_failures
+            .get_or_create(&AuthLabels { surface, reason })
+            .inc();
         let suppressed = match self.log_budget.lock() {
             Ok(mut budget) => budget.take(),
             Err(_) => None,
@@ -245,7 +262,12 @@ mod tests {
                 password: None,
             }],
         };
-        Authenticator::new(&config, &Secrets::from_pairs::<&str, &str>([])).unwrap()
+        Authenticator::new(
+            &config,
+            &Secrets::from_pairs::<&str, &str>([]),
+            Arc::new(Metrics::new()),
+        )
+        .unwrap()
     }
 
     fn headers(authorization: Option<&str>) -> HeaderMap {
@@ -363,7 +385,9 @@ mod tests {
         let unset = config(user(None, Some("PINOT_PROXY_TEST_UNSET_VARIABLE")));
         unset.validate().expect("only the secret is missing");
         let none = Secrets::from_pairs::<&str, &str>([]);
-        let err = Authenticator::new(&unset, &none).err().expect("refused");
+        let err = Authenticator::new(&unset, &none, Arc::new(Metrics::new()))
+            .err()
+            .expect("refused");
         let text = format!("{err:#}");
         assert!(
             text.contains("trino") && text.contains("is not set"),

@@ -12,6 +12,7 @@ use crate::access_log::RestRecord;
 use crate::config::{Component, ComponentConfig, RestConfig, RouteConfig};
 use crate::error::Error;
 use crate::http::{came_through, strip_hop_by_hop, Peer, ProxyBody, VIA_HEADER};
+use crate::metrics::Metrics;
 use crate::policy::Secrets;
 use crate::respond;
 use crate::tls::Reload;
@@ -41,6 +42,7 @@ pub(crate) struct Rest {
     max_requests_per_connection: usize,
     /// Back-off deadlines are kept as milliseconds since this instant, in atomics.
     epoch: Instant,
+    metrics: Arc<Metrics>,
 }
 
 impl Rest {
@@ -51,15 +53,16 @@ impl Rest {
         broker: Option<&ComponentConfig>,
         instance: HeaderValue,
         secrets: &Secrets,
+        metrics: &Arc<Metrics>,
     ) -> anyhow::Result<Option<Rest>> {
         if controller.is_none() && broker.is_none() {
             return Ok(None);
         }
         let controller = controller
-            .map(|c| Upstreams::new("controller", c, rest, secrets))
+            .map(|c| Upstreams::new("controller", c, rest, secrets, metrics))
             .transpose()?;
         let broker = broker
-            .map(|c| Upstreams::new("broker", c, rest, secrets))
+            .map(|c| Upstreams::new("broker", c, rest, secrets, metrics))
             .transpose()?;
         Ok(Some(Rest {
             instance,
@@ -71,6 +74,7 @@ impl Rest {
             max_requests_per_component: rest.max_requests_per_component,
             max_requests_per_connection: rest.max_requests_per_connection,
             epoch: Instant::now(),
+            metrics: metrics.clone(),
         }))
     }
 
@@ -91,7 +95,8 @@ impl Rest {
             method = %request.method(),
             path = %request.uri().path(),
         );
-        let mut record = RestRecord::new(request.method(), request.uri().path());
+        let mut record =
+            RestRecord::new(request.method(), request.uri().path(), self.metrics.clone());
         let result = self
             .forward(request, peer, deadline, &mut record)
             .instrument(span)

@@ -5,6 +5,7 @@
 use super::body::AttemptBody;
 use super::client::{connector, Connector};
 use crate::config::{ComponentConfig, RestConfig, UpstreamTlsConfig, UpstreamUrl};
+use crate::metrics::Metrics;
 use crate::policy::{Secrets, UpstreamCredentials};
 use crate::tls::UpstreamTls;
 use hyper_util::client::legacy::Client;
@@ -38,6 +39,7 @@ impl Upstreams {
         component: &ComponentConfig,
         rest: &RestConfig,
         secrets: &Secrets,
+        metrics: &Arc<Metrics>,
     ) -> anyhow::Result<Upstreams> {
         let urls = crate::config::parse_urls(section, &component.urls)?;
         let https = urls.iter().any(|url| url.origin.starts_with("https:"));
@@ -58,7 +60,7 @@ impl Upstreams {
                     None => None,
                 };
                 Some((
-                    crate::tls::upstream_tls(&tls_config, key, crate::tls::ALPN_HTTP1)?,
+                    crate::tls::upstream_tls(&tls_config, key, crate::tls::ALPN_HTTP1, metrics)?,
                     name,
                 ))
             }
@@ -119,8 +121,15 @@ mod tests {
             ..ComponentConfig::default()
         };
         let secrets = Secrets::from_pairs::<&str, &str>([]);
-        let upstreams =
-            Upstreams::new("controller", &component, &RestConfig::default(), &secrets).unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let upstreams = Upstreams::new(
+            "controller",
+            &component,
+            &RestConfig::default(),
+            &secrets,
+            &metrics,
+        )
+        .unwrap();
         assert_eq!(upstreams.candidates(10), [0, 1, 2]);
         assert_eq!(upstreams.candidates(10), [1, 2, 0]);
         upstreams.urls[0]

@@ -4,6 +4,7 @@
 
 use crate::config::UpstreamTlsConfig;
 use crate::error::Error;
+use crate::metrics::{Metrics, ReasonLabels};
 use crate::policy::target::Host;
 use crate::policy::{Allowlist, Target};
 use crate::tls::UpstreamTls;
@@ -23,11 +24,18 @@ pub(super) async fn connect<B>(
     allowlist: Option<&Allowlist>,
     tls: Option<(&UpstreamTls, &UpstreamTlsConfig)>,
     keepalive: Option<Duration>,
+    metrics: &Arc<Metrics>,
 ) -> Result<(SendRequest<B>, Arc<AtomicUsize>), Error>
 where
     B: http_body::Body<Data = bytes::Bytes> + Send + Unpin + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    let failed = |reason: &'static str| {
+        metrics
+            .upstream_connect_failures
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
+    };
     let unreachable = |reason: String| Error::Unreachable {
         target: target.to_string(),
         reason,
@@ -36,16 +44,22 @@ where
         Host::Ip(ip) => vec![SocketAddr::new(*ip, target.port)],
         Host::Name(name) => tokio::net::lookup_host((name.as_str(), target.port))
             .await
-            .map_err(|err| unreachable(format!("cannot resolve host: {err}")))?
+            .map_err(|err| {
+                failed("resolve");
+                unreachable(format!("cannot resolve host: {err}"))
+            })?
             .collect(),
     };
     if addrs.is_empty() {
+        failed("resolve");
         return Err(unreachable("host resolves to no address".into()));
     }
     // Every address is checked before any is tried, and only checked ones are dialled.
     if let Some(allowlist) = allowlist {
         for addr in &addrs {
-            allowlist.check_resolved(target, addr.ip())?;
+            allowlist
+                .check_resolved(target, addr.ip())
+                .inspect_err(|_| failed("refused_address"))?;
         }
     }
     let mut last_err = None;
@@ -59,20 +73,27 @@ where
             Err(err) => last_err = Some(format!("{addr}: {err}")),
         }
     }
-    let stream = stream.ok_or_else(|| unreachable(last_err.unwrap_or_default()))?;
+    let stream = stream.ok_or_else(|| {
+        failed("tcp");
+        unreachable(last_err.unwrap_or_default())
+    })?;
     let _ = stream.set_nodelay(true);
-    match tls {
-        None => handshake(stream, target, keepalive).await,
+    let connected = match tls {
+        None => handshake(stream, target, keepalive, metrics).await,
         Some((tls, config)) => {
             let name = crate::tls::server_name(config, &target.host)
                 .map_err(|err| unreachable(format!("TLS server name: {err}")))?;
             let stream = tokio_rustls::TlsConnector::from(tls.get())
                 .connect(name, stream)
                 .await
-                .map_err(|err| unreachable(format!("TLS handshake failed: {err}")))?;
-            handshake(stream, target, keepalive).await
+                .map_err(|err| {
+                    failed("tls");
+                    unreachable(format!("TLS handshake failed: {err}"))
+                })?;
+            handshake(stream, target, keepalive, metrics).await
         }
-    }
+    };
+    connected.inspect_err(|_| failed("http2"))
 }
 
 /// HTTP/2 handshake on a connected stream; spawns the task that drives the connection.
@@ -80,6 +101,7 @@ async fn handshake<B, T>(
     io: T,
     target: &Target,
     keepalive: Option<Duration>,
+    metrics: &Arc<Metrics>,
 ) -> Result<(SendRequest<B>, Arc<AtomicUsize>), Error>
 where
     B: http_body::Body<Data = bytes::Bytes> + Send + Unpin + 'static,
@@ -117,8 +139,12 @@ where
         published.store(connection.current_max_send_streams(), Ordering::Relaxed);
         poll
     });
+    let open = metrics.upstream_connections_open.clone();
+    open.inc();
     tokio::spawn(async move {
-        match driver.await {
+        let result = driver.await;
+        open.dec();
+        match result {
             Ok(()) => tracing::debug!(target = %name, "upstream connection closed"),
             Err(err) => tracing::info!(target = %name, error = %err, "upstream connection failed"),
         }

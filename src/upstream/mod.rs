@@ -5,7 +5,7 @@
 mod connect;
 mod pool;
 
-pub(crate) use pool::{Lease, Pool, PoolSettings};
+pub(crate) use pool::{Lease, Pool, PoolSettings, TargetState};
 
 use crate::policy::Target;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -6,6 +6,7 @@ use super::connect;
 use super::Origin;
 use crate::config::UpstreamTlsConfig;
 use crate::error::Error;
+use crate::metrics::{Metrics, ReasonLabels};
 use crate::policy::{Allowlist, Target};
 use crate::tls::UpstreamTls;
 use futures_util::future::{BoxFuture, FutureExt, Shared};
@@ -50,12 +51,37 @@ struct Inner<B> {
     keepalive: Option<Duration>,
     max_targets: usize,
     epoch: Instant,
-    opened: AtomicU64,
+    metrics: Arc<Metrics>,
 }
 
 struct Slot<B> {
     conns: Vec<Arc<Conn<B>>>,
     connecting: Option<Connecting<B>>,
+    /// Connections opened to this target while it has been in the pool.
+    opened: u64,
+    /// Why the last connection attempt failed, if it did.
+    last_error: Option<String>,
+}
+
+impl<B> Slot<B> {
+    fn new() -> Slot<B> {
+        Slot {
+            conns: Vec::new(),
+            connecting: None,
+            opened: 0,
+            last_error: None,
+        }
+    }
+}
+
+/// One target of the pool, for `/debug/targets`.
+#[derive(Debug)]
+pub(crate) struct TargetState {
+    pub(crate) target: String,
+    pub(crate) connections: usize,
+    pub(crate) in_flight: usize,
+    pub(crate) opened: u64,
+    pub(crate) last_error: Option<String>,
 }
 
 type Connecting<B> = Shared<BoxFuture<'static, Result<Arc<Conn<B>>, Error>>>;
@@ -112,6 +138,7 @@ where
         settings: PoolSettings,
         allowlist: Allowlist,
         tls: Option<(Arc<UpstreamTls>, UpstreamTlsConfig)>,
+        metrics: Arc<Metrics>,
     ) -> Pool<B> {
         let inner = Arc::new(Inner {
             slots: Mutex::new(HashMap::new()),
@@ -122,7 +149,7 @@ where
             keepalive: settings.keepalive,
             max_targets: settings.max_targets,
             epoch: Instant::now(),
-            opened: AtomicU64::new(0),
+            metrics,
         });
         let weak = Arc::downgrade(&inner);
         let period =
@@ -143,7 +170,28 @@ where
 
     /// How many upstream connections the pool has opened since it started.
     pub(crate) fn connections_opened(&self) -> u64 {
-        self.inner.opened.load(Ordering::Relaxed)
+        self.inner.metrics.upstream_connections_opened.get()
+    }
+
+    /// Every target in the pool now, sorted by name.
+    pub(crate) fn snapshot(&self) -> Vec<TargetState> {
+        let slots = self.inner.slots.lock().unwrap_or_else(|e| e.into_inner());
+        let mut targets: Vec<TargetState> = slots
+            .iter()
+            .map(|(target, slot)| TargetState {
+                target: target.to_string(),
+                connections: slot.conns.len(),
+                in_flight: slot
+                    .conns
+                    .iter()
+                    .map(|conn| conn.in_flight.load(Ordering::Relaxed))
+                    .sum(),
+                opened: slot.opened,
+                last_error: slot.last_error.clone(),
+            })
+            .collect();
+        targets.sort_by(|a, b| a.target.cmp(&b.target));
+        targets
     }
 
     /// A connection to `target` with room for one more stream, opened if needed.
@@ -162,10 +210,7 @@ where
             if !slots.contains_key(target) && slots.len() >= self.inner.max_targets {
                 self.inner.evict_one_idle(&mut slots)?;
             }
-            let slot = slots.entry(target.clone()).or_insert_with(|| Slot {
-                conns: Vec::new(),
-                connecting: None,
-            });
+            let slot = slots.entry(target.clone()).or_insert_with(Slot::new);
             slot.conns.retain(|conn| !conn.sender.is_closed());
             let best = slot
                 .conns
@@ -218,6 +263,10 @@ where
         let result = tokio::time::timeout(self.connect_timeout, self.connect(&target, origin))
             .await
             .unwrap_or_else(|_| {
+                self.metrics
+                    .upstream_connect_failures
+                    .get_or_create(&ReasonLabels { reason: "timeout" })
+                    .inc();
                 Err(Error::Unreachable {
                     target: target.to_string(),
                     reason: format!(
@@ -230,11 +279,13 @@ where
         if let Some(slot) = slots.get_mut(&target) {
             slot.connecting = None;
             match &result {
-                Ok(conn) => slot.conns.push(conn.clone()),
-                Err(_) if slot.conns.is_empty() => {
-                    slots.remove(&target);
+                Ok(conn) => {
+                    slot.conns.push(conn.clone());
+                    slot.opened += 1;
+                    slot.last_error = None;
                 }
-                Err(_) => {}
+                // Kept, without connections, until the next idle sweep: /debug/targets shows why.
+                Err(err) => slot.last_error = Some(err.to_string()),
             }
         }
         result
@@ -247,8 +298,8 @@ where
             .as_ref()
             .map(|(tls, config)| (tls.as_ref(), config));
         let (sender, max_streams) =
-            connect::connect(target, allowlist, tls, self.keepalive).await?;
-        self.opened.fetch_add(1, Ordering::Relaxed);
+            connect::connect(target, allowlist, tls, self.keepalive, &self.metrics).await?;
+        self.metrics.upstream_connections_opened.inc();
         tracing::debug!(target = %target, "upstream connection opened");
         Ok(Arc::new(Conn {
             sender,

@@ -583,7 +583,7 @@ impl Proxy {
 /// Starts a proxy allowing 127.0.0.1, with extra `[server]` and `[servers]` keys.
 pub async fn start_proxy(server_keys: &str, servers_keys: &str) -> Proxy {
     start_proxy_config(&format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\n{server_keys}\n\
+        "[server]\nlisten = \"127.0.0.1:0\"\ndrain_delay_ms = 0\n{server_keys}\n\
          [servers]\nallow = [\"127.0.0.1\"]\n{servers_keys}\n"
     ))
     .await
