@@ -5,7 +5,7 @@
 use crate::config::Component;
 use crate::error::{Error, Side};
 use crate::metrics::{
-    CallLabels, ComponentLabels, Direction, DirectionLabels, MethodLabels, Metrics, RestLabels,
+    CallLabels, ComponentLabels, DirectionLabels, MethodLabels, Metrics, RestLabels,
 };
 use crate::policy::Target;
 use http::{HeaderValue, Method};
@@ -178,7 +178,7 @@ impl CallRecord {
                 code,
             })
             .inc();
-        for (direction, bytes) in [(Direction::In, bytes_in), (Direction::Out, self.bytes_out)] {
+        for (direction, bytes) in [("in", bytes_in), ("out", self.bytes_out)] {
             metrics
                 .grpc_bytes
                 .get_or_create(&DirectionLabels { direction })

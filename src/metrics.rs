@@ -3,7 +3,7 @@
 //! call's `target` is the server it reached (at most `servers.max_targets` at once), `-` for a
 //! call refused before any server was reached.
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -24,17 +24,10 @@ pub(crate) struct MethodLabels {
     pub(crate) method: &'static str,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
-pub(crate) enum Direction {
-    /// From the caller to the server.
-    In,
-    /// From the server to the caller.
-    Out,
-}
-
+/// `in`: from the caller to the server; `out`: back.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct DirectionLabels {
-    pub(crate) direction: Direction,
+    pub(crate) direction: &'static str,
 }
 
 /// Why something failed: a short fixed word.

@@ -104,6 +104,8 @@ impl Server {
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         let graceful = GracefulShutdown::new();
         let admin_addr = self.admin_addr();
+        // Ready before the admin port answers its first probe: everything fallible is done.
+        self.readiness.serving();
         let _admin = self.admin.take().map(|admin| AbortOnDrop(admin.spawn()));
         let (drain_delay, readiness) = (self.drain_delay, self.readiness.clone());
         let shutdown = async move {
@@ -116,7 +118,6 @@ impl Server {
             tokio::time::sleep(drain_delay).await;
         };
         tokio::pin!(shutdown);
-        self.readiness.serving();
         match admin_addr {
             Some(admin) => tracing::info!(listen = %self.local_addr(), %admin, "serving"),
             None => tracing::info!(listen = %self.local_addr(), admin = "off", "serving"),

@@ -558,6 +558,8 @@ pub async fn bind(config: &Config) -> anyhow::Result<Server> {
 /// A proxy running in-process.
 pub struct Proxy {
     pub addr: SocketAddr,
+    /// The admin listener, when the config has `[admin]`.
+    pub admin: Option<SocketAddr>,
     pub stats: Stats,
     stop: Option<oneshot::Sender<()>>,
     done: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
@@ -870,6 +872,7 @@ pub async fn start_proxy_config(text: &str) -> Proxy {
     let config = Config::parse(text).expect("test config");
     let server = bind(&config).await.expect("bind");
     let addr = server.local_addr();
+    let admin = server.admin_addr();
     let stats = server.stats();
     let (stop, stopped) = oneshot::channel::<()>();
     let done = tokio::spawn(server.run(async {
@@ -877,6 +880,7 @@ pub async fn start_proxy_config(text: &str) -> Proxy {
     }));
     Proxy {
         addr,
+        admin,
         stats,
         stop: Some(stop),
         done: Some(done),
