@@ -97,9 +97,11 @@ pub fn start_proxy(binary: &Path, dir: &Path, logs: bool) -> anyhow::Result<Chil
     std::fs::write(
         &config,
         format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\nshutdown_grace_ms = 1000\n\
-             drain_delay_ms = 0\n\n[servers]\nallow = [\"127.0.0.1\"]\n{}",
-            // Keys for [servers], e.g. partial_results = "pass" to measure the check's cost.
+            "[server]\nlisten = \"127.0.0.1:{port}\"\nshutdown_grace_ms = 1000\n{}\n\
+             [servers]\nallow = [\"127.0.0.1\"]\n{}",
+            // Extra keys for [server] (drain_delay_ms = 0) and [servers] (partial_results =
+            // "pass", to measure the check's cost), for the binary under test.
+            std::env::var("BENCH_PROXY_SERVER_KEYS").unwrap_or_default(),
             std::env::var("BENCH_PROXY_SERVERS_KEYS").unwrap_or_default()
         ),
     )?;
