@@ -21,6 +21,8 @@ pub(crate) struct CallRecord {
     method_label: &'static str,
     /// Whether a server answered: only then does the call count under its target.
     forwarded: bool,
+    /// The audit line's facts, when the audit log is on and this is a `Submit` call.
+    pub(crate) audit: Option<Box<Audit>>,
     metrics: Option<Arc<Metrics>>,
     started: Instant,
     pub(crate) bytes_in: Arc<AtomicU64>,
@@ -45,6 +47,7 @@ impl CallRecord {
             method_label,
             target: None,
             forwarded: false,
+            audit: None,
             metrics: Some(metrics),
             started: Instant::now(),
             bytes_in: Arc::default(),
@@ -63,6 +66,7 @@ impl CallRecord {
             method_label: "other",
             target: None,
             forwarded: false,
+            audit: None,
             metrics: None,
             started: Instant::now(),
             bytes_in: Arc::default(),
@@ -136,6 +140,36 @@ impl Drop for CallRecord {
         if let Some(metrics) = &self.metrics {
             self.count(metrics, status, elapsed, bytes_in);
         }
+        if let Some(audit) = &self.audit {
+            let figure = |name: &str| {
+                audit
+                    .figures
+                    .iter()
+                    .find(|(key, _)| key == name)
+                    .map_or("-", |(_, value)| value.as_str())
+                    .to_string()
+            };
+            tracing::info!(
+                target: "pinot_proxy::audit",
+                user = %audit.caller,
+                server = target,
+                table = %audit.table,
+                segments = audit.segments,
+                sql = %audit.sql,
+                rows = audit.rows,
+                bytes_out = self.bytes_out,
+                docs_scanned = %figure("numDocsScanned"),
+                entries_scanned_in_filter = %figure("numEntriesScannedInFilter"),
+                entries_scanned_post_filter = %figure("numEntriesScannedPostFilter"),
+                segments_queried = %figure("numSegmentsQueried"),
+                segments_processed = %figure("numSegmentsProcessed"),
+                segments_matched = %figure("numSegmentsMatched"),
+                total_docs = %figure("totalDocs"),
+                grpc.status = status,
+                duration_ms,
+                "audit"
+            );
+        }
         match &self.error {
             Some((Side::Upstream | Side::Proxy, error)) => tracing::warn!(
                 grpc.method = %self.method, target, grpc.status = status, duration_ms,
@@ -186,6 +220,22 @@ impl CallRecord {
         }
         metrics.grpc_calls_in_flight.dec();
     }
+}
+
+/// What an audit line says of a `Submit` call besides the access-log facts. Every text in it
+/// came from the caller and is escaped and bounded.
+#[derive(Debug, Default)]
+pub(crate) struct Audit {
+    /// The user of the call's credentials, `cert:<name>` of its client certificate, or
+    /// `peer:<address>`; never a password.
+    pub(crate) caller: String,
+    pub(crate) table: String,
+    pub(crate) segments: usize,
+    pub(crate) sql: String,
+    /// Rows streamed (the data messages' DataTable row counts).
+    pub(crate) rows: u64,
+    /// Pinot's scan figures from the last message.
+    pub(crate) figures: Vec<(String, String)>,
 }
 
 /// One request's log line, written once when it ends, fails or is dropped by the caller.

@@ -173,6 +173,7 @@ impl App {
         let admin = match &config.admin {
             Some(admin) => Some(
                 Admin::bind(
+            audit_sql_max_bytes: config.log.audit.then_some(config.log.audit_sql_max_bytes),
                     admin.listen,
                     readiness.clone(),
                     metrics.clone(),

@@ -240,11 +240,16 @@ pub const ECHO_LIMIT: usize = 256;
 /// backslashes escaped (a caller cannot forge log lines or terminal escapes), and cut after
 /// [`ECHO_LIMIT`] bytes with a mark saying how long it was.
 pub fn echo(text: &str) -> String {
-    let mut out = String::with_capacity(text.len().min(ECHO_LIMIT) + 32);
+    echo_bounded(text, ECHO_LIMIT)
+}
+
+/// [`echo`] with another bound, in bytes.
+pub fn echo_bounded(text: &str, limit: usize) -> String {
+    let mut out = String::with_capacity(text.len().min(limit) + 32);
     let mut used = 0;
     for c in text.chars() {
         used += c.len_utf8();
-        if used > ECHO_LIMIT {
+        if used > limit {
             out.push_str(&format!("...(cut: {} bytes in all)", text.len()));
             break;
         }

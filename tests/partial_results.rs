@@ -147,3 +147,55 @@ async fn a_metadata_message_over_the_hold_limit_passes_through() {
     assert_eq!(received.len(), 2);
     assert_eq!(proxy.stats.unchecked_answers(), 1);
 }
+
+#[tokio::test]
+async fn the_audit_log_says_who_read_which_table_through_which_server() {
+    let captured = capture_logs();
+    let fake = start_fake("s").await;
+    let config = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\ndrain_delay_ms = 0\n\
+         [servers]\nallow = [\"127.0.0.1\"]\n\
+         [auth]\ngrpc = \"required\"\n[[auth.users]]\nusername = \"trino\"\n\
+         password_sha256 = \"{}\"\n[log]\naudit = true\naudit_sql_max_bytes = 40\n",
+        pinot_proxy::token::hash_password("s3cret-pw")
+    );
+    let proxy = start_proxy_config(&config).await;
+    let mut request = tonic::Request::new(trino_request(
+        "pinot:3:0:SELECT a FROM e2e_OFFLINE WHERE b = 1 LIMIT 10000000",
+        fake.port(),
+    ));
+    request.metadata_mut().insert(
+        "authorization",
+        "Basic dHJpbm86czNjcmV0LXB3".parse().unwrap(),
+    );
+    let mut stream = pinot_client(channel(proxy.addr).await)
+        .submit(request)
+        .await
+        .unwrap()
+        .into_inner();
+    while stream.message().await.unwrap().is_some() {}
+    drop(stream);
+    // The line is written when the response body is dropped, just after the client's end.
+    let deadline = std::time::Instant::now() + WAIT;
+    let line = loop {
+        if let Some(line) = captured.lines().into_iter().find(|l| l.contains("audit")) {
+            break line;
+        }
+        assert!(std::time::Instant::now() < deadline, "no audit line");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    };
+    for expected in [
+        "user=trino",
+        &format!("server=\"127.0.0.1:{}\"", fake.port()),
+        "table=e2e_OFFLINE",
+        "segments=1",
+        "rows=30",
+        "docs_scanned=1000",
+        "grpc.status=\"0\"",
+        "...(cut: ",
+    ] {
+        assert!(line.contains(expected), "{expected:?} not in {line}");
+    }
+    assert!(!line.contains("s3cret"), "{line}");
+    assert!(!line.contains("dHJpbm86"), "{line}");
+}

@@ -149,6 +149,16 @@ impl ForwardBody {
     }
 }
 
+impl Drop for ForwardBody {
+    // The audit line (written when the record drops, after this) reports what the guard saw.
+    fn drop(&mut self) {
+        if let (Some(guard), Some(audit)) = (self.guard.as_mut(), self.record.audit.as_mut()) {
+            audit.rows = guard.rows;
+            audit.figures = std::mem::take(&mut guard.figures);
+        }
+    }
+}
+
 impl Body for ForwardBody {
     type Data = Bytes;
     type Error = BoxError;

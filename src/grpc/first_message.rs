@@ -49,6 +49,16 @@ pub(super) struct RequestMetadata {
     pub(super) metadata: HashMap<String, String>,
 }
 
+/// What the audit log reads of `ServerRequest`: its SQL and segments. Decoded only when the
+/// audit log is on.
+#[derive(Clone, PartialEq, prost::Message)]
+pub(super) struct AuditRequest {
+    #[prost(string, tag = "2")]
+    pub(super) sql: String,
+    #[prost(string, repeated, tag = "3")]
+    pub(super) segments: Vec<String>,
+}
+
 /// The first gRPC message of a request, as the bytes read from the client.
 pub(super) struct FirstMessage {
     /// Its share of the routing budget, returned when the message is sent on.
@@ -103,6 +113,14 @@ impl FirstMessage {
         bytes.extend_from_slice(&rewritten);
         bytes.extend_from_slice(rest);
         Ok(bytes.freeze())
+    }
+
+    /// The SQL and segments, for the audit log; `None` when compressed or undecodable.
+    pub(super) fn decode_audit(&self) -> Option<AuditRequest> {
+        if self.compressed {
+            return None;
+        }
+        AuditRequest::decode(&self.bytes[5..5 + self.length]).ok()
     }
 
     /// Decodes the message; `None` when it is compressed.

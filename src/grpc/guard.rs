@@ -49,15 +49,36 @@ pub(super) struct Guard {
     pending: BytesMut,
     target: Target,
     metrics: Arc<Metrics>,
+    /// `servers.partial_results = "fail"`: exceptions end the call. Otherwise the guard only
+    /// counts, for the audit log.
+    fail: bool,
+    /// Rows of the data messages (their DataTables' `numRows`), for the audit log.
+    pub(super) rows: u64,
+    /// The scan figures of the last message's DataTable (`numDocsScanned`, ...).
+    pub(super) figures: Vec<(String, String)>,
 }
 
+/// The DataTable metadata the audit log reports.
+const FIGURES: [&str; 7] = [
+    "numDocsScanned",
+    "numEntriesScannedInFilter",
+    "numEntriesScannedPostFilter",
+    "numSegmentsQueried",
+    "numSegmentsProcessed",
+    "numSegmentsMatched",
+    "totalDocs",
+];
+
 impl Guard {
-    pub(super) fn new(target: Target, metrics: Arc<Metrics>) -> Guard {
+    pub(super) fn new(target: Target, metrics: Arc<Metrics>, fail: bool) -> Guard {
         Guard {
             state: State::Head,
             pending: BytesMut::new(),
             target,
             metrics,
+            fail,
+            rows: 0,
+            figures: Vec::new(),
         }
     }
 
@@ -112,6 +133,7 @@ impl Guard {
                             let seen = self.pending.len();
                             match next {
                                 Next::Pass => {
+                                    self.rows += payload_rows(&self.pending[5..]).unwrap_or(0);
                                     verdict.forward.push(self.pending.split().freeze());
                                     self.state =
                                         remaining(5 + length - seen, |left| State::Pass { left });
@@ -179,8 +201,9 @@ impl Guard {
         }
     }
 
-    /// The error for a held message whose DataTable carries exceptions, if it does.
-    fn check(&self, message: &Bytes) -> Option<Error> {
+    /// The error for a held message whose DataTable carries exceptions, if it does (and the
+    /// guard fails calls); its scan figures are kept for the audit log either way.
+    fn check(&mut self, message: &Bytes) -> Option<Error> {
         let payload = match crate::proto::ServerResponse::decode(&message[5..]) {
             Ok(response) => response.payload,
             Err(err) => {
@@ -190,8 +213,15 @@ impl Guard {
             }
         };
         match datatable::decode(&payload) {
-            Ok(summary) if summary.exceptions.is_empty() => None,
-            Ok(summary) => Some(partial_result(&self.target, &summary.exceptions)),
+            Ok(summary) => {
+                self.figures = summary
+                    .metadata
+                    .into_iter()
+                    .filter(|(key, _)| FIGURES.contains(&key.as_str()))
+                    .collect();
+                (self.fail && !summary.exceptions.is_empty())
+                    .then(|| partial_result(&self.target, &summary.exceptions))
+            }
             Err(err) => {
                 self.metrics.partial_results_unchecked.inc();
                 tracing::debug!(target = %self.target, error = %err, "undecodable DataTable passed through");
@@ -256,6 +286,27 @@ fn response_type(mut head: &[u8]) -> Head<'_> {
             return Head::Found(value);
         }
         head = &rest[len as usize..];
+    }
+}
+
+/// The `numRows` of the DataTable in a data message's head: its `payload` field (2) follows
+/// the metadata map, and a DataTable starts with its version and row count.
+fn payload_rows(mut head: &[u8]) -> Option<u64> {
+    loop {
+        let (tag, rest) = varint(head)?;
+        let (len, rest) = varint(rest)?;
+        match tag {
+            0x0a => head = rest.get(len as usize..)?,
+            0x12 => {
+                let table = rest.get(..8)?;
+                let version = u32::from_be_bytes(table[..4].try_into().ok()?);
+                let rows = i32::from_be_bytes(table[4..8].try_into().ok()?);
+                return (version == 3 || version == 4)
+                    .then(|| u64::try_from(rows).ok())
+                    .flatten();
+            }
+            _ => return None,
+        }
     }
 }
 
@@ -411,7 +462,7 @@ mod tests {
     /// Feeds `stream` cut at `cuts`; returns the bytes forwarded and whether the call failed.
     fn run(stream: &[u8], cuts: &[usize]) -> (Vec<u8>, Option<Error>) {
         let target = Target::parse("127.0.0.1", "8098").unwrap();
-        let mut guard = Guard::new(target, Arc::new(Metrics::new()));
+        let mut guard = Guard::new(target, Arc::new(Metrics::new()), true);
         let mut points: Vec<usize> = cuts.iter().map(|cut| cut % (stream.len() + 1)).collect();
         points.extend([0, stream.len()]);
         points.sort_unstable();

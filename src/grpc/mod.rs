@@ -12,11 +12,11 @@ mod timeout;
 
 pub(crate) use first_message::{ConnectionShare, RoutingLimits};
 
-use crate::access_log::CallRecord;
-use crate::error::Error;
+use crate::access_log::{Audit, CallRecord};
+use crate::error::{echo, echo_bounded, Error};
 use crate::http::{came_through, strip_hop_by_hop_keep_te_trailers, ProxyBody, VIA_HEADER};
 use crate::metrics::Metrics;
-use crate::policy::{target, Authenticator, Target, UpstreamCredentials};
+use crate::policy::{target, token, Authenticator, Target, UpstreamCredentials};
 use crate::respond;
 use crate::tls::ClientIdentity;
 use crate::upstream::{BrokerTargets, Origin, Pool};
@@ -65,6 +65,8 @@ pub(crate) struct Forwarder {
     /// `servers.partial_results = "fail"`: `Submit` answers whose last message carries Pinot's
     /// exceptions end with an error.
     pub(crate) guard_partial_results: bool,
+    /// `log.audit`: the SQL quoted in audit lines is cut at this many bytes; `None`: no audit.
+    pub(crate) audit_sql_max_bytes: Option<usize>,
     pub(crate) metrics: Arc<Metrics>,
 }
 
@@ -73,6 +75,7 @@ struct Routed {
     target: Target,
     origin: Origin,
     prefix: Option<Bytes>,
+    audit: Option<Box<Audit>>,
 }
 
 impl Forwarder {
@@ -134,10 +137,12 @@ impl Forwarder {
         record: &mut CallRecord,
     ) -> Result<Response<ProxyBody>, Error> {
         let deadline = deadline(request.headers())?;
-        let guarded = self.guard_partial_results && request.uri().path() == SUBMIT_PATH;
+        let guarded = (self.guard_partial_results || self.audit_sql_max_bytes.is_some())
+            && request.uri().path() == SUBMIT_PATH;
         let (mut parts, mut body) = request.into_parts();
         let routed = self.route(&parts, &mut body, peer, deadline).await?;
         record.set_target(&routed.target);
+        record.audit = routed.audit;
         if came_through(&parts.headers, &self.instance) {
             return Err(Error::NotAllowed {
                 target: routed.target.to_string(),
@@ -157,7 +162,13 @@ impl Forwarder {
         if let Some(status) = parts.headers.get("grpc-status") {
             record.set_status(status);
         }
-        let guard = guarded.then(|| Guard::new(routed.target.clone(), self.metrics.clone()));
+        let guard = guarded.then(|| {
+            Guard::new(
+                routed.target.clone(),
+                self.metrics.clone(),
+                self.guard_partial_results,
+            )
+        });
         let body = ForwardBody::new(body, deadline, routed.target, record.take(), guard, lease);
         Ok(Response::from_parts(parts, body.boxed_unsync()))
     }
@@ -189,6 +200,7 @@ impl Forwarder {
                 target,
                 origin,
                 prefix: None,
+                audit: None,
             });
         }
         let in_body = self.auth.grpc_credentials_in_body(&parts.headers, identity);
@@ -235,11 +247,22 @@ impl Forwarder {
             m.keys()
                 .any(|key| key.eq_ignore_ascii_case("authorization"))
         });
+        let audit = self.audit_sql_max_bytes.map(|sql_max| {
+            let request = first.decode_audit().unwrap_or_default();
+            Box::new(Audit {
+                caller: caller(&parts.headers, metadata, identity, peer),
+                table: echo(table_of(&request.sql)),
+                segments: request.segments.len(),
+                sql: echo_bounded(&request.sql, sql_max),
+                ..Audit::default()
+            })
+        });
         let prefix = first.with_credentials(&self.credentials, has_authorization)?;
         Ok(Routed {
             target: body_target.or(header_target).ok_or(Error::NoTarget)?,
             origin: Origin::Caller,
             prefix: Some(prefix),
+            audit,
         })
     }
 
@@ -315,6 +338,47 @@ impl Forwarder {
             .check_grpc(headers, metadata, identity, peer)
             .map_err(|err| Error::Unauthenticated(err.to_string()))
     }
+}
+
+/// Who made a call, for the audit log: the user of its credentials (header, else the message's
+/// metadata), else its client certificate's name, else its address. Never the password.
+fn caller(
+    headers: &HeaderMap,
+    metadata: Option<&std::collections::HashMap<String, String>>,
+    identity: Option<&ClientIdentity>,
+    peer: SocketAddr,
+) -> String {
+    let presented = headers
+        .get(http::header::AUTHORIZATION)
+        .map(HeaderValue::as_bytes)
+        .or_else(|| {
+            metadata?
+                .iter()
+                .find(|(key, _)| key.eq_ignore_ascii_case("authorization"))
+                .map(|(_, value)| value.as_bytes())
+        });
+    match (
+        presented.and_then(|value| token::decode_authorization(value).ok()),
+        identity,
+    ) {
+        (Some(credentials), _) => echo(&credentials.username),
+        (None, Some(identity)) => format!("cert:{}", echo(&identity.0)),
+        (None, None) => format!("peer:{peer}"),
+    }
+}
+
+/// The table a Pinot query reads: the name after its first `FROM`.
+fn table_of(sql: &str) -> &str {
+    let mut words = sql.split_whitespace();
+    words
+        .by_ref()
+        .find(|word| word.eq_ignore_ascii_case("from"))
+        .and_then(|_| words.next())
+        .map(|name| {
+            name.trim_end_matches([';', ')', ','])
+                .trim_matches(['"', '`', '\''])
+        })
+        .unwrap_or("-")
 }
 
 /// When the call must end, from `grpc-timeout`. A deadline already spent (`0n`) ends the call

@@ -285,6 +285,12 @@ pub fn datatable(exceptions: &[(i32, &str)]) -> Vec<u8> {
     out
 }
 
+/// The 52-byte header of a version 3 DataTable holding `rows` rows (and no sections).
+pub fn datatable_rows(rows: i32) -> Vec<u8> {
+    let header = [3, rows, 1, 52, 0, 52, 0, 52, 0, 52, 0, 52, 0];
+    header.iter().flat_map(|v: &i32| v.to_be_bytes()).collect()
+}
+
 /// A stream that counts itself as cancelled when dropped before it ended.
 struct Guarded<S> {
     inner: Pin<Box<S>>,
@@ -396,6 +402,8 @@ impl PinotQueryServer for FakePinot {
                     metadata: HashMap::from([("responseType".to_string(), kind.to_string())]),
                     payload,
                 };
+                // Each data block: a DataTable header saying 10 rows, then filler bytes.
+                let rows = |i| [datatable_rows(10), block(5, i, 1000)].concat();
                 let items = (0..count)
                     .map(|i| Ok(pinot("data", block(5, i, 1000))))
                     .chain(std::iter::once(Ok(pinot(
