@@ -150,6 +150,7 @@ impl App {
             credentials,
             brokers,
             guard_partial_results: servers.partial_results == PartialResults::Fail,
+            audit_sql_max_bytes: config.log.audit.then_some(config.log.audit_sql_max_bytes),
             metrics: metrics.clone(),
         };
 
@@ -173,7 +174,6 @@ impl App {
         let admin = match &config.admin {
             Some(admin) => Some(
                 Admin::bind(
-            audit_sql_max_bytes: config.log.audit.then_some(config.log.audit_sql_max_bytes),
                     admin.listen,
                     readiness.clone(),
                     metrics.clone(),
