@@ -1,7 +1,9 @@
 //! The admin listener (`[admin] listen`), plain HTTP/1.1 for Kubernetes and Prometheus:
-//! `/livez` (the process runs), `/readyz` (200 once serving, 503 while starting or draining),
-//! `/metrics` (Prometheus text) and `/debug/targets` (the upstream pool, as JSON).
+//! `/livez` (the process runs), `/readyz` (200 once serving, and the server list read when
+//! `servers.discover` is on; 503 while starting or draining), `/metrics` (Prometheus text) and
+//! `/debug/targets` (the upstream pool and the discovery state, as JSON).
 
+use crate::discovery::Discovery;
 use crate::grpc::Forwarder;
 use crate::http::{BoxError, ProxyBody};
 use crate::metrics::Metrics;
@@ -58,6 +60,7 @@ struct State {
     readiness: Readiness,
     metrics: Arc<Metrics>,
     forwarder: Forwarder,
+    discovery: Option<Arc<Discovery>>,
 }
 
 impl Admin {
@@ -66,6 +69,7 @@ impl Admin {
         readiness: Readiness,
         metrics: Arc<Metrics>,
         forwarder: Forwarder,
+        discovery: Option<Arc<Discovery>>,
     ) -> anyhow::Result<Admin> {
         use anyhow::Context;
         let listener = TcpListener::bind(addr)
@@ -77,6 +81,7 @@ impl Admin {
                 readiness,
                 metrics,
                 forwarder,
+                discovery,
             }),
         })
     }
@@ -121,6 +126,10 @@ impl State {
         match request.uri().path() {
             "/livez" => text(StatusCode::OK, "ok\n".into()),
             "/readyz" => match self.readiness.state() {
+                // Ready only once the servers calls may reach are known.
+                "ready" if self.discovery.as_ref().is_some_and(|d| !d.status().loaded) => {
+                    text(StatusCode::SERVICE_UNAVAILABLE, "starting\n".into())
+                }
                 "ready" => text(StatusCode::OK, "ready\n".into()),
                 state => text(StatusCode::SERVICE_UNAVAILABLE, format!("{state}\n")),
             },
@@ -143,7 +152,9 @@ impl State {
         }
     }
 
-    /// `{"targets": [{"target", "connections", "in_flight", "opened", "last_error"}]}`.
+    /// `{"targets": [{"target", "connections", "in_flight", "opened", "last_error"}]}`, and
+    /// with `servers.discover`, `"discovery": {"servers", "age_ms", "last_error"}` (`age_ms`:
+    /// since the last good read, `null` before the first).
     fn targets(&self) -> String {
         let targets: Vec<String> = self
             .forwarder
@@ -160,7 +171,22 @@ impl State {
                 )
             })
             .collect();
-        format!("{{\"targets\":[{}]}}\n", targets.join(","))
+        let discovery = match &self.discovery {
+            Some(discovery) => {
+                let status = discovery.status();
+                format!(
+                    ",\"discovery\":{{\"servers\":{},\"age_ms\":{},\"last_error\":{}}}",
+                    status.servers,
+                    status.age_ms.map_or("null".into(), |ms| ms.to_string()),
+                    status
+                        .last_error
+                        .as_deref()
+                        .map_or("null".into(), json_string),
+                )
+            }
+            None => String::new(),
+        };
+        format!("{{\"targets\":[{}]{discovery}}}\n", targets.join(","))
     }
 }
 

@@ -127,6 +127,8 @@ pub enum Error {
         "the request came back through this proxy: a [{component}] URL points at the proxy itself"
     )]
     Loop { component: &'static str },
+    #[error("server list not loaded yet: the Pinot controller has not answered since the start (servers.discover)")]
+    DiscoveryNotLoaded,
 }
 
 impl Error {
@@ -152,7 +154,8 @@ impl Error {
             | Error::DeadlineExceeded(_)
             | Error::NotConfigured { .. }
             | Error::Loop { .. }
-            | Error::Busy { .. } => Side::Proxy,
+            | Error::Busy { .. }
+            | Error::DiscoveryNotLoaded => Side::Proxy,
             Error::Unreachable { .. }
             | Error::StreamFailed { .. }
             | Error::PartialResult { .. }
@@ -182,7 +185,8 @@ impl Error {
             | Error::RestUnreachable { .. }
             | Error::RestUpstream { .. }
             | Error::NotConfigured { .. }
-            | Error::NoRestUpstream { .. } => Code::Unavailable,
+            | Error::NoRestUpstream { .. }
+            | Error::DiscoveryNotLoaded => Code::Unavailable,
             Error::DeadlineExceeded(_) | Error::RestTimeout { .. } => Code::DeadlineExceeded,
             Error::ClientStream(_) | Error::ClientBody(_) => Code::Cancelled,
             Error::Unauthenticated(_) | Error::RestUnauthenticated(_) => Code::Unauthenticated,
@@ -202,7 +206,9 @@ impl Error {
             // A missing section is a configuration mistake that retrying will not fix, so it
             // is not 503; 502 says "the gateway has nowhere valid to send this".
             Error::NotConfigured { .. } | Error::RestUpstream { .. } => StatusCode::BAD_GATEWAY,
-            Error::RestUnreachable { .. } | Error::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Error::RestUnreachable { .. } | Error::Busy { .. } | Error::DiscoveryNotLoaded => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Error::RestTimeout { .. } | Error::DeadlineExceeded(_) => StatusCode::GATEWAY_TIMEOUT,
             Error::Loop { .. } => StatusCode::LOOP_DETECTED,
             Error::NotAllowed { .. } => StatusCode::FORBIDDEN,

@@ -8,6 +8,7 @@ mod access_log;
 mod admin;
 mod app;
 mod config;
+mod discovery;
 mod dispatch;
 mod error;
 mod grpc;

@@ -67,6 +67,12 @@ pub(crate) struct CertificateLabels {
     pub(crate) file: String,
 }
 
+/// How something ended: `ok` or `failed`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct ResultLabels {
+    pub(crate) result: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: &'static str,
@@ -91,6 +97,9 @@ pub(crate) struct Metrics {
     pub(crate) rest_upstream_failures: Family<ComponentLabels, Counter>,
     pub(crate) tls_reloads: Family<ReloadLabels, Counter>,
     pub(crate) certificate_expiry: Family<CertificateLabels, Gauge<f64, AtomicU64>>,
+    pub(crate) discovery_refreshes: Family<ResultLabels, Counter>,
+    pub(crate) discovered_servers: Gauge,
+    pub(crate) discovery_last_success: Gauge<f64, AtomicU64>,
 }
 
 fn call_duration_histogram() -> Histogram {
@@ -116,6 +125,9 @@ impl Metrics {
             rest_upstream_failures: Family::default(),
             tls_reloads: Family::default(),
             certificate_expiry: Family::default(),
+            discovery_refreshes: Family::default(),
+            discovered_servers: Gauge::default(),
+            discovery_last_success: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -190,6 +202,22 @@ impl Metrics {
             "When each configured certificate stops being valid, as a Unix time",
             Unit::Seconds,
             metrics.certificate_expiry.clone(),
+        );
+        registry.register(
+            "discovery_refreshes",
+            "Reads of the server list from the controller (servers.discover), by result",
+            metrics.discovery_refreshes.clone(),
+        );
+        registry.register(
+            "discovered_servers",
+            "Servers in the list last read from the controller that calls may reach",
+            metrics.discovered_servers.clone(),
+        );
+        registry.register_with_unit(
+            "discovery_last_success_timestamp",
+            "When the server list was last read from the controller, as a Unix time (0: never)",
+            Unit::Seconds,
+            metrics.discovery_last_success.clone(),
         );
         let build_info = Family::<BuildLabels, Gauge>::default();
         build_info

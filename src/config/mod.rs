@@ -178,6 +178,9 @@ impl Config {
             }
         }
         self.servers.auth.validate("servers.auth")?;
+        self.servers
+            .validate_discovery(self.controller.is_some())
+            .map_err(anyhow::Error::msg)?;
         Ok(())
     }
 }

@@ -48,6 +48,24 @@ pub struct ServersConfig {
     /// result; "pass" forwards everything untouched. Default: "fail".
     #[serde(default)]
     pub partial_results: PartialResults,
+    /// Learn the servers calls may reach from the Pinot controller (`[controller] urls`):
+    /// every enabled server taking queries is allowed on its gRPC port, besides `allow`.
+    #[serde(default)]
+    pub discover: bool,
+    /// How often the controller's instance list is read, in milliseconds.
+    #[serde(default = "defaults::discover_interval_ms")]
+    pub discover_interval_ms: u64,
+    /// Time limit of each request to the controller while reading the list, in milliseconds.
+    #[serde(default = "defaults::discover_timeout_ms")]
+    pub discover_timeout_ms: u64,
+    /// Only servers carrying one of these Helix tags (e.g. `DefaultTenant_OFFLINE`) are
+    /// learnt; any server when absent.
+    #[serde(default)]
+    pub discover_tags: Option<Vec<String>>,
+    /// Connect to a discovered server's own gRPC port whatever port the caller named, when
+    /// exactly one discovered server has the named host (Trino sends one port for all).
+    #[serde(default)]
+    pub use_discovered_port: bool,
 }
 
 /// `servers.partial_results`.
@@ -117,6 +135,43 @@ impl TryFrom<String> for AllowEntry {
 }
 
 impl ServersConfig {
+    /// Rules of the `discover*` keys; `controller` says whether `[controller] urls` exist.
+    pub fn validate_discovery(&self, controller: bool) -> Result<(), String> {
+        if !self.discover {
+            if self.discover_tags.is_some() {
+                return Err("servers.discover_tags needs servers.discover = true".into());
+            }
+            if self.use_discovered_port {
+                return Err("servers.use_discovered_port needs servers.discover = true".into());
+            }
+            return Ok(());
+        }
+        if !controller {
+            return Err(
+                "servers.discover = true needs [controller] urls: the server list is \
+                        read from the Pinot controller"
+                    .into(),
+            );
+        }
+        if self.discover_interval_ms == 0 {
+            return Err("servers.discover_interval_ms must be greater than 0".into());
+        }
+        if self.discover_timeout_ms == 0 {
+            return Err("servers.discover_timeout_ms must be greater than 0".into());
+        }
+        match &self.discover_tags {
+            Some(tags) if tags.is_empty() => Err(
+                "servers.discover_tags is empty, which matches no server; leave it out to learn \
+                 every server"
+                    .into(),
+            ),
+            Some(tags) if tags.iter().any(|tag| tag.trim().is_empty()) => {
+                Err("servers.discover_tags: a tag is empty".into())
+            }
+            _ => Ok(()),
+        }
+    }
+
     pub fn connect_timeout(&self) -> Duration {
         Duration::from_millis(self.connect_timeout_ms)
     }
@@ -205,5 +260,61 @@ mod defaults {
     }
     pub fn servers_keepalive_interval_ms() -> u64 {
         300_000
+    }
+    pub fn discover_interval_ms() -> u64 {
+        30_000
+    }
+    pub fn discover_timeout_ms() -> u64 {
+        10_000
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+
+    fn parse(servers: &str, controller: bool) -> Result<Config, String> {
+        let controller = if controller {
+            "[controller]\nurls = [\"http://pinot-controller:9000\"]\n"
+        } else {
+            ""
+        };
+        Config::parse(&format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[servers]\n{servers}\n{controller}"
+        ))
+        .map_err(|err| format!("{err:#}"))
+    }
+
+    #[test]
+    fn discovery_keys_default_and_need_a_controller() {
+        let config = parse("discover = true", true).unwrap();
+        assert!(config.servers.discover);
+        assert_eq!(config.servers.discover_interval_ms, 30_000);
+        assert_eq!(config.servers.discover_timeout_ms, 10_000);
+        assert!(!config.servers.use_discovered_port);
+        let err = parse("discover = true", false).unwrap_err();
+        assert!(
+            err.contains("servers.discover") && err.contains("[controller] urls"),
+            "{err}"
+        );
+        for (keys, named) in [
+            ("use_discovered_port = true", "servers.use_discovered_port"),
+            ("discover_tags = [\"T\"]", "servers.discover_tags"),
+            (
+                "discover = true\ndiscover_tags = []",
+                "servers.discover_tags",
+            ),
+            (
+                "discover = true\ndiscover_interval_ms = 0",
+                "servers.discover_interval_ms",
+            ),
+            (
+                "discover = true\ndiscover_timeout_ms = 0",
+                "servers.discover_timeout_ms",
+            ),
+        ] {
+            let err = parse(keys, true).unwrap_err();
+            assert!(err.contains(named), "{keys}: {err}");
+        }
     }
 }

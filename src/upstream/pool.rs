@@ -1,6 +1,7 @@
 //! Upstream HTTP/2 connections, one map entry per target server: calls to the same server share
 //! a connection until its stream limit, concurrent first calls share one connection attempt,
-//! idle connections are closed, and a broken one is replaced on the next call.
+//! idle connections are closed, a broken one is replaced on the next call, and a server that
+//! leaves the discovered list loses its connections once their calls end.
 
 use super::connect;
 use super::Origin;
@@ -61,6 +62,8 @@ struct Slot<B> {
     opened: u64,
     /// Why the last connection attempt failed, if it did.
     last_error: Option<String>,
+    /// Named by the configuration (a broker): kept whatever the allowlist says.
+    configured: bool,
 }
 
 impl<B> Slot<B> {
@@ -70,6 +73,7 @@ impl<B> Slot<B> {
             connecting: None,
             opened: 0,
             last_error: None,
+            configured: false,
         }
     }
 }
@@ -151,6 +155,17 @@ where
             epoch: Instant::now(),
             metrics,
         });
+        if let Some(mut changes) = inner.allowlist.subscribe() {
+            let weak = Arc::downgrade(&inner);
+            tokio::spawn(async move {
+                while changes.changed().await.is_ok() {
+                    match weak.upgrade() {
+                        Some(inner) => inner.forget_refused(),
+                        None => return,
+                    }
+                }
+            });
+        }
         let weak = Arc::downgrade(&inner);
         let period =
             (inner.idle_timeout / 2).clamp(Duration::from_millis(50), Duration::from_secs(30));
@@ -195,22 +210,29 @@ where
     }
 
     /// A connection to `target` with room for one more stream, opened if needed.
-    /// The allowlist is checked first: a refused target never causes a lookup or connection.
+    /// The allowlist is checked first: a refused target never causes a lookup or connection;
+    /// it may name another port (`servers.use_discovered_port`), which is then the one used.
     /// A `Configured` target (one the operator named, like a broker) skips it.
     pub(crate) async fn checkout(
         &self,
         target: &Target,
         origin: Origin,
     ) -> Result<Lease<B>, Error> {
-        if origin == Origin::Caller {
-            self.inner.allowlist.check(target)?;
-        }
+        let admitted;
+        let target = match origin {
+            Origin::Caller => {
+                admitted = self.inner.allowlist.admit(target)?;
+                &admitted
+            }
+            Origin::Configured => target,
+        };
         let connecting = {
             let mut slots = self.inner.slots.lock().unwrap_or_else(|e| e.into_inner());
             if !slots.contains_key(target) && slots.len() >= self.inner.max_targets {
                 self.inner.evict_one_idle(&mut slots)?;
             }
             let slot = slots.entry(target.clone()).or_insert_with(Slot::new);
+            slot.configured |= origin == Origin::Configured;
             slot.conns.retain(|conn| !conn.sender.is_closed());
             let best = slot
                 .conns
@@ -330,6 +352,25 @@ impl<B: http_body::Body + 'static> Inner<B> {
                 keep
             });
             !slot.conns.is_empty() || slot.connecting.is_some()
+        });
+    }
+
+    /// Drops the targets the allowlist no longer admits as they are (a server that left the
+    /// discovered list): connections with no call in flight close now, the others as soon as
+    /// their last call ends (each call's lease holds its connection).
+    fn forget_refused(&self) {
+        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        slots.retain(|target, slot| {
+            let keep =
+                slot.configured || self.allowlist.admit(target).is_ok_and(|to| &to == target);
+            if !keep {
+                tracing::info!(
+                    target = %target,
+                    connections = slot.conns.len(),
+                    "server no longer allowed; closing its connections as their calls end"
+                );
+            }
+            keep
         });
     }
 

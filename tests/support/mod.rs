@@ -967,3 +967,169 @@ impl Captured {
             .collect()
     }
 }
+
+/// One instance a [`FakeController`] lists, as `GET /instances/{name}` describes it.
+#[derive(Clone, Debug)]
+pub struct Instance {
+    /// The Helix id: `Server_<host>_<port>`, `Broker_...`.
+    pub name: String,
+    pub host: String,
+    pub grpc_port: i64,
+    pub enabled: bool,
+    pub queries_disabled: bool,
+    pub tags: Vec<String>,
+}
+
+impl Instance {
+    /// An enabled server taking queries on `grpc_port`, tagged `DefaultTenant_OFFLINE`.
+    pub fn server(host: &str, grpc_port: u16) -> Instance {
+        Instance {
+            // Pinot's id carries the netty port, not the gRPC one.
+            name: format!("Server_{host}_{}", 10_000 + u32::from(grpc_port)),
+            host: host.to_string(),
+            grpc_port: i64::from(grpc_port),
+            enabled: true,
+            queries_disabled: false,
+            tags: vec!["DefaultTenant_OFFLINE".to_string()],
+        }
+    }
+
+    fn json(&self) -> String {
+        let tags: Vec<String> = self.tags.iter().map(|t| format!("\"{t}\"")).collect();
+        let disabled = if self.queries_disabled {
+            ",\"queriesDisabled\":\"true\""
+        } else {
+            ""
+        };
+        format!(
+            "{{\"instanceName\":\"{}\",\"hostName\":\"{}\",\"enabled\":{},\"port\":\"8098\",\
+             \"tags\":[{}],\"pools\":null,\"grpcPort\":{},\"adminPort\":8097{disabled}}}",
+            self.name,
+            self.host,
+            self.enabled,
+            tags.join(","),
+            self.grpc_port
+        )
+    }
+}
+
+/// How a [`FakeController`] answers.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ControllerMode {
+    Normal,
+    /// 503 to everything, as a controller that is down.
+    Down,
+    /// 200 with a body that is not JSON.
+    Garbage,
+}
+
+/// A fake Pinot controller on 127.0.0.1:0 (HTTP/1.1, keep-alive): `GET /instances` lists
+/// the instances the test sets (and a broker and a controller), `GET /instances/{name}`
+/// describes one. It records every `Authorization` header and counts list requests.
+pub struct FakeController {
+    pub addr: SocketAddr,
+    pub instances: Arc<Mutex<Vec<Instance>>>,
+    pub mode: Arc<Mutex<ControllerMode>>,
+    /// The `Authorization` header of every request (`-` when absent).
+    pub authorization: Arc<Mutex<Vec<String>>>,
+    /// `GET /instances` requests answered.
+    pub lists: Counter,
+    _stop: oneshot::Sender<()>,
+}
+
+impl FakeController {
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+    pub fn set(&self, instances: Vec<Instance>) {
+        *self.instances.lock().unwrap() = instances;
+    }
+    pub fn set_mode(&self, mode: ControllerMode) {
+        *self.mode.lock().unwrap() = mode;
+    }
+    /// Waits until a whole refresh has run after this call: the second list request from
+    /// now on starts only once the first one's refresh ended.
+    pub async fn next_refresh(&self) {
+        let now = self.lists.get();
+        self.lists.wait_for(now + 2).await;
+    }
+}
+
+pub async fn start_controller(instances: Vec<Instance>) -> FakeController {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, mut stopped) = oneshot::channel::<()>();
+    let controller = FakeController {
+        addr,
+        instances: Arc::new(Mutex::new(instances)),
+        mode: Arc::new(Mutex::new(ControllerMode::Normal)),
+        authorization: Arc::default(),
+        lists: Counter::new(),
+        _stop: stop,
+    };
+    let (instances, mode, authorization, lists) = (
+        controller.instances.clone(),
+        controller.mode.clone(),
+        controller.authorization.clone(),
+        controller.lists.clone(),
+    );
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = tokio::select! {
+                accepted = listener.accept() => accepted.unwrap(),
+                _ = &mut stopped => return,
+            };
+            let (instances, mode, authorization, lists) = (
+                instances.clone(),
+                mode.clone(),
+                authorization.clone(),
+                lists.clone(),
+            );
+            let service =
+                hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
+                    let seen = request
+                        .headers()
+                        .get("authorization")
+                        .map_or("-".to_string(), |v| v.to_str().unwrap_or("?").to_string());
+                    authorization.lock().unwrap().push(seen);
+                    let path = request.uri().path().to_string();
+                    let listed = instances.lock().unwrap().clone();
+                    let (status, body) = match *mode.lock().unwrap() {
+                        ControllerMode::Down => (503, "{\"error\":\"down\"}".to_string()),
+                        ControllerMode::Garbage => (200, "<html>not json</html>".to_string()),
+                        ControllerMode::Normal if path == "/instances" => {
+                            let mut names: Vec<String> =
+                                listed.iter().map(|i| format!("\"{}\"", i.name)).collect();
+                            names.push("\"Broker_127.0.0.1_8099\"".into());
+                            names.push("\"Controller_127.0.0.1_9000\"".into());
+                            (200, format!("{{\"instances\":[{}]}}", names.join(",")))
+                        }
+                        ControllerMode::Normal => {
+                            let name = path.strip_prefix("/instances/").unwrap_or_default();
+                            match listed.iter().find(|i| i.name == name) {
+                                Some(instance) => (200, instance.json()),
+                                None => (404, "{\"code\":404}".to_string()),
+                            }
+                        }
+                    };
+                    if path == "/instances" {
+                        lists.add();
+                    }
+                    async move {
+                        Ok::<_, std::convert::Infallible>(
+                            http::Response::builder()
+                                .status(status)
+                                .header("content-type", "application/json")
+                                .body(Full::new(Bytes::from(body)))
+                                .unwrap(),
+                        )
+                    }
+                });
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tcp), service),
+            );
+        }
+    });
+    controller
+}
