@@ -33,7 +33,7 @@ MODES=(direct plaintext tls)
 CHECKS=(trailers-only-status status-after-messages binary-metadata large-message server-stream
     client-stream bidi deadline cancel)
 # Checks one stack makes through the proxy only: "STACK CHECK".
-PROXY_CHECKS=("grpc-go proxy-deadline")
+PROXY_CHECKS=("grpc-go same-metadata" "grpc-go proxy-deadline")
 CLIENT_TIMEOUT=150 # seconds: the bound on one stack's whole run
 
 STACKS=("$@")

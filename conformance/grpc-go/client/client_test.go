@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"slices"
 	"strconv"
@@ -53,6 +54,7 @@ type env struct {
 	mode     string
 	target   string
 	stub     pb.EchoClient
+	direct   pb.EchoClient // the same service, not through the proxy
 	upstream pb.EchoClient
 }
 
@@ -315,6 +317,125 @@ func cancelCall(e env) error {
 	return nil
 }
 
+// seenMetadata is what a client read of one call's metadata.
+type seenMetadata struct {
+	what            string
+	header, trailer metadata.MD
+	status          string
+}
+
+// metadataOf makes a call of each kind that ends with metadata (a status alone; a status
+// after messages; an answer with binary metadata) and returns the headers, trailers and
+// status each got.
+func metadataOf(stub pb.EchoClient) ([]seenMetadata, error) {
+	var out []seenMetadata
+	kv := []string{}
+	for _, v := range binValues {
+		kv = append(kv, "x-echo-bin", v)
+	}
+	for what, req := range map[string]*pb.Req{
+		"unary with a status":  {StatusCode: int32(codes.FailedPrecondition), StatusMessage: statusMessage},
+		"unary with an answer": {Payload: []byte("md")},
+	} {
+		ctx, cancel := callCtx(wait, "", kv...)
+		var header, trailer metadata.MD
+		_, err := stub.Unary(ctx, req, grpc.Header(&header), grpc.Trailer(&trailer))
+		cancel()
+		out = append(out, seenMetadata{what, header, trailer, status.Convert(err).String()})
+	}
+	// And a status alone with no metadata set: a trailers-only answer.
+	ctx, cancel := callCtx(wait, "")
+	var header, trailer metadata.MD
+	_, err := stub.Unary(ctx, &pb.Req{StatusCode: int32(codes.NotFound), StatusMessage: statusMessage},
+		grpc.Header(&header), grpc.Trailer(&trailer))
+	cancel()
+	out = append(out, seenMetadata{"trailers-only", header, trailer, status.Convert(err).String()})
+
+	ctx, cancel = callCtx(wait, "", kv...)
+	defer cancel()
+	stream, err := stub.ServerStream(ctx, &pb.Req{Count: 2, Size: 10,
+		StatusCode: int32(codes.Aborted), StatusMessage: statusMessage})
+	if err != nil {
+		return nil, err
+	}
+	for err == nil {
+		_, err = stream.Recv()
+	}
+	header, herr := stream.Header()
+	if herr != nil {
+		return nil, herr
+	}
+	trailer = stream.Trailer()
+	delete(trailer, "x-digest") // random messages: their digest differs from call to call
+	out = append(out, seenMetadata{"server stream with a status", header, trailer,
+		status.Convert(err).String()})
+	slices.SortFunc(out, func(a, b seenMetadata) int { return strings.Compare(a.what, b.what) })
+	return out, nil
+}
+
+func short(values []string) string {
+	s := fmt.Sprintf("%q", values)
+	if len(s) > 80 {
+		s = s[:77] + "..."
+	}
+	return s
+}
+
+// diffMD names each key whose values differ.
+func diffMD(where string, got, want metadata.MD) []string {
+	var out []string
+	for _, k := range slices.Sorted(maps.Keys(maps.Collect(func(yield func(string, bool) bool) {
+		for k := range got {
+			yield(k, true)
+		}
+		for k := range want {
+			yield(k, true)
+		}
+	}))) {
+		g, w := got[k], want[k]
+		if slices.Equal(g, w) {
+			continue
+		}
+		switch {
+		case w == nil:
+			out = append(out, fmt.Sprintf("%s %s added: %s", where, k, short(g)))
+		case g == nil:
+			out = append(out, fmt.Sprintf("%s %s dropped: %s", where, k, short(w)))
+		default:
+			out = append(out, fmt.Sprintf("%s %s: %s, directly %s", where, k, short(g), short(w)))
+		}
+	}
+	return out
+}
+
+// sameMetadata: what a grpc-go client reads of headers, trailers and status is the same
+// through the proxy as from the upstream directly.
+func sameMetadata(e env) error {
+	want, err := metadataOf(e.direct)
+	if err != nil {
+		return fmt.Errorf("direct: %w", err)
+	}
+	got, err := metadataOf(e.stub)
+	if err != nil {
+		return err
+	}
+	var diffs []string
+	for i := range want {
+		d := diffMD("header", got[i].header, want[i].header)
+		d = append(d, diffMD("trailer", got[i].trailer, want[i].trailer)...)
+		if got[i].status != want[i].status {
+			d = append(d, fmt.Sprintf("status %s, directly %s", got[i].status, want[i].status))
+		}
+		if len(d) > 0 {
+			diffs = append(diffs, want[i].what+": "+strings.Join(d, "; "))
+		}
+	}
+	if len(diffs) > 0 {
+		return fmt.Errorf("through the proxy, %s", strings.Join(diffs, " | "))
+	}
+	return nil
+}
+
 var checks = []struct {
 	name string
 	fn   func(env) error
@@ -328,11 +449,12 @@ var checks = []struct {
 	{"bidi", bidi},
 	{"deadline", deadline},
 	{"cancel", cancelCall},
+	{"same-metadata", sameMetadata},
 	{"proxy-deadline", proxyDeadline},
 }
 
 // Checks of the proxy itself, not made against the upstream directly.
-var proxyOnly = map[string]bool{"proxy-deadline": true}
+var proxyOnly = map[string]bool{"same-metadata": true, "proxy-deadline": true}
 
 func dial(t *testing.T, mode, target string) *grpc.ClientConn {
 	creds := insecure.NewCredentials()
@@ -358,9 +480,11 @@ func TestClients(t *testing.T) {
 		t.Skip("TARGETS is not set: run conformance/clients.sh")
 	}
 	upstream := pb.NewEchoClient(dial(t, "direct", os.Getenv("UPSTREAM")))
+	direct := pb.NewEchoClient(dial(t, "direct", os.Getenv("UPSTREAM")))
 	for _, arg := range targets {
 		mode, target, _ := strings.Cut(arg, "=")
-		e := env{mode: mode, target: target, stub: pb.NewEchoClient(dial(t, mode, target)), upstream: upstream}
+		e := env{mode: mode, target: target, stub: pb.NewEchoClient(dial(t, mode, target)),
+			direct: direct, upstream: upstream}
 		for _, c := range checks {
 			if proxyOnly[c.name] && mode == "direct" {
 				continue
