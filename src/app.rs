@@ -4,6 +4,7 @@
 
 use crate::admin::{Admin, Readiness};
 use crate::config::{Config, PartialResults};
+use crate::discovery::Discovery;
 use crate::dispatch::Handlers;
 use crate::grpc::{Forwarder, RoutingLimits};
 use crate::listen::Server;
@@ -30,6 +31,7 @@ pub struct App {
     rest: Option<Arc<Rest>>,
     brokers: Option<Arc<BrokerTargets>>,
     metrics: Arc<Metrics>,
+    discovery: Option<Arc<Discovery>>,
 }
 
 impl App {
@@ -71,6 +73,15 @@ impl App {
         )?
         .map(Arc::new);
         let brokers = broker_targets(config).map(Arc::new);
+        let discovery = Discovery::new(
+            &config.servers,
+            config.controller.as_ref(),
+            &config.rest,
+            instance.clone(),
+            secrets,
+            &metrics,
+        )?
+        .map(Arc::new);
         Ok(App {
             config: config.clone(),
             server_tls,
@@ -81,6 +92,7 @@ impl App {
             rest,
             brokers,
             metrics,
+            discovery,
         })
     }
 
@@ -97,6 +109,7 @@ impl App {
             rest,
             brokers,
             metrics,
+            discovery,
         } = self;
         let server = &config.server;
         let listener = TcpListener::bind(server.listen)
@@ -113,6 +126,9 @@ impl App {
         if let Some(rest) = &rest {
             reloadable.extend(rest.tls_configs());
         }
+        if let Some(tls) = discovery.as_ref().and_then(|d| d.tls()) {
+            reloadable.push(tls);
+        }
         let alive = Arc::new(());
         tls::spawn_reloader(
             reloadable,
@@ -120,6 +136,9 @@ impl App {
             Arc::downgrade(&alive),
         );
         auth.warn_if_open();
+        if let Some(discovery) = &discovery {
+            discovery.clone().spawn(Arc::downgrade(&alive));
+        }
 
         let servers = &config.servers;
         let pool = Pool::new(
@@ -130,7 +149,11 @@ impl App {
                     .then(|| Duration::from_millis(servers.keepalive_interval_ms)),
                 max_targets: servers.max_targets,
             },
-            Allowlist::new(servers.allow.clone(), servers.ports.clone()),
+            match &discovery {
+                Some(discovery) => Allowlist::new(servers.allow.clone(), servers.ports.clone())
+                    .with_discovery(discovery.live(), servers.use_discovered_port),
+                None => Allowlist::new(servers.allow.clone(), servers.ports.clone()),
+            },
             upstream_tls.zip(servers.tls.clone()),
             metrics.clone(),
         );
@@ -178,6 +201,7 @@ impl App {
                     readiness.clone(),
                     metrics.clone(),
                     forwarder.clone(),
+                    discovery,
                 )
                 .await?,
             ),
