@@ -405,7 +405,7 @@ impl PinotQueryServer for FakePinot {
                 // Each data block: a DataTable header saying 10 rows, then filler bytes.
                 let rows = |i| [datatable_rows(10), block(5, i, 1000)].concat();
                 let items = (0..count)
-                    .map(|i| Ok(pinot("data", block(5, i, 1000))))
+                    .map(|i| Ok(pinot("data", rows(i))))
                     .chain(std::iter::once(Ok(pinot(
                         "metadata",
                         datatable(&exceptions),
