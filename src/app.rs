@@ -183,9 +183,11 @@ impl App {
             .http1()
             .timer(TokioTimer::new())
             .header_read_timeout(Duration::from_millis(server.header_timeout_ms));
+        // A gRPC answer carries the headers its server sent and nothing the proxy invents.
         builder
             .http2()
             .timer(TokioTimer::new())
+            .auto_date_header(false)
             .max_concurrent_streams(server.max_concurrent_streams);
         if server.keepalive_interval_ms > 0 {
             builder

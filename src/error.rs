@@ -67,6 +67,8 @@ pub enum Error {
     Unreachable { target: String, reason: String },
     #[error("server {target}: stream failed: {reason}")]
     StreamFailed { target: String, reason: String },
+    #[error("server {target} cancelled the call (RST_STREAM CANCEL)")]
+    UpstreamCancelled { target: String },
     #[error("too many first messages being read for routing (server.routing_buffer_bytes = {0})")]
     RoutingBudget(u32),
     #[error("this connection holds too many first messages being read for routing (at most server.max_routing_message_bytes = {0} at once)")]
@@ -158,6 +160,7 @@ impl Error {
             | Error::DiscoveryNotLoaded => Side::Proxy,
             Error::Unreachable { .. }
             | Error::StreamFailed { .. }
+            | Error::UpstreamCancelled { .. }
             | Error::PartialResult { .. }
             | Error::RestUnreachable { .. }
             | Error::RestUpstream { .. }
@@ -188,7 +191,9 @@ impl Error {
             | Error::NoRestUpstream { .. }
             | Error::DiscoveryNotLoaded => Code::Unavailable,
             Error::DeadlineExceeded(_) | Error::RestTimeout { .. } => Code::DeadlineExceeded,
-            Error::ClientStream(_) | Error::ClientBody(_) => Code::Cancelled,
+            Error::ClientStream(_) | Error::ClientBody(_) | Error::UpstreamCancelled { .. } => {
+                Code::Cancelled
+            }
             Error::Unauthenticated(_) | Error::RestUnauthenticated(_) => Code::Unauthenticated,
             Error::PartialResult { code, .. } => *code,
         }
@@ -221,6 +226,7 @@ impl Error {
             | Error::ConnectionRoutingShare(_) => StatusCode::TOO_MANY_REQUESTS,
             Error::Unreachable { .. }
             | Error::StreamFailed { .. }
+            | Error::UpstreamCancelled { .. }
             | Error::PartialResult { .. } => StatusCode::BAD_GATEWAY,
         }
     }

@@ -979,3 +979,102 @@ async fn a_connection_idle_after_its_calls_is_closed_but_a_slow_call_is_not_cut(
         .unwrap()
         .ok();
 }
+
+/// A server that answers every call with headers and then, after `after`, resets the stream
+/// with CANCEL: what Pinot (grpc-java) and grpc-go servers do when their deadline runs out.
+async fn start_resetting_server(after: Duration) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let Ok(mut connection) = h2::server::handshake(tcp).await else {
+                    return;
+                };
+                while let Some(Ok((_request, mut respond))) = connection.accept().await {
+                    let response = http::Response::builder()
+                        .header("content-type", "application/grpc")
+                        .body(())
+                        .unwrap();
+                    let Ok(mut stream) = respond.send_response(response, false) else {
+                        continue;
+                    };
+                    tokio::spawn(async move {
+                        tokio::time::sleep(after).await;
+                        stream.send_reset(h2::Reason::CANCEL);
+                    });
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// Regression: a server's reset at its deadline, arriving just before the proxy's own timer,
+/// was reported as UNAVAILABLE "stream failed"; it is DEADLINE_EXCEEDED.
+#[tokio::test]
+async fn an_upstream_reset_at_the_deadline_is_deadline_exceeded() {
+    let server = start_resetting_server(Duration::from_millis(195)).await;
+    let proxy = start_proxy("", "").await;
+    let port = server.port().to_string();
+    let response = raw_call(
+        proxy.addr,
+        "/pinotproxy.test.Echo/Unary",
+        &[
+            ("forward-host", "127.0.0.1"),
+            ("forward-port", &port),
+            ("grpc-timeout", "200m"),
+        ],
+        frame(b"x"),
+    )
+    .await;
+    assert_eq!(
+        response.grpc_status().as_deref(),
+        Some("4"),
+        "{}",
+        response.grpc_message()
+    );
+}
+
+/// A server that cancels a call without any deadline: CANCELLED, as gRPC maps the reset.
+#[tokio::test]
+async fn an_upstream_cancel_is_cancelled() {
+    let server = start_resetting_server(Duration::from_millis(10)).await;
+    let proxy = start_proxy("", "").await;
+    let port = server.port().to_string();
+    let response = raw_call(
+        proxy.addr,
+        "/pinotproxy.test.Echo/Unary",
+        &[("forward-host", "127.0.0.1"), ("forward-port", &port)],
+        frame(b"x"),
+    )
+    .await;
+    assert_eq!(response.grpc_status().as_deref(), Some("1"));
+    assert!(
+        response.grpc_message().contains("cancelled the call"),
+        "{}",
+        response.grpc_message()
+    );
+}
+
+/// Regression: the proxy added a `date` header to gRPC answers (in a trailers-only answer,
+/// a trailer) that the server never sent.
+#[tokio::test]
+async fn the_proxy_adds_no_date_header() {
+    let server = start_raw_server(Raw::TrailersOnly).await;
+    let proxy = start_proxy("", "").await;
+    let port = server.port().to_string();
+    let headers = [
+        ("forward-host", "127.0.0.1"),
+        ("forward-port", port.as_str()),
+    ];
+    let direct = raw_call(server.addr, "/any.Service/Method", &headers, frame(b"x")).await;
+    let proxied = raw_call(proxy.addr, "/any.Service/Method", &headers, frame(b"x")).await;
+    assert!(!direct.headers.contains_key("date"));
+    assert!(
+        !proxied.headers.contains_key("date"),
+        "{:?}",
+        proxied.headers
+    );
+    assert_eq!(proxied.grpc_status(), direct.grpc_status());
+}

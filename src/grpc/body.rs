@@ -130,6 +130,31 @@ impl ForwardBody {
         Poll::Ready(Some(Ok(Frame::data(data))))
     }
 
+    /// What a broken upstream stream means for the caller. A server whose deadline ran out
+    /// resets the stream (RST_STREAM CANCEL), which can arrive just before the proxy's own
+    /// timer fires: past the deadline, or within a few milliseconds of it, that is
+    /// DEADLINE_EXCEEDED. Any other CANCEL is the server cancelling the call (CANCELLED, as
+    /// gRPC maps that reset); the rest is a broken stream (UNAVAILABLE).
+    fn upstream_failure(&self, err: &hyper::Error) -> Error {
+        const TIMER_SLACK: std::time::Duration = std::time::Duration::from_millis(10);
+        let deadline = self.deadline.as_ref().map(|sleep| sleep.deadline());
+        if deadline.is_some_and(|at| tokio::time::Instant::now() + TIMER_SLACK >= at) {
+            return Error::DeadlineExceeded(self.record.elapsed().as_millis());
+        }
+        let reset = std::error::Error::source(err)
+            .and_then(|source| source.downcast_ref::<h2::Error>())
+            .and_then(h2::Error::reason);
+        if reset == Some(h2::Reason::CANCEL) {
+            return Error::UpstreamCancelled {
+                target: self.target.to_string(),
+            };
+        }
+        Error::StreamFailed {
+            target: self.target.to_string(),
+            reason: err.to_string(),
+        }
+    }
+
     /// The upstream stream ended (with `trailers`, or without): what the guard still holds
     /// goes first.
     fn end_upstream(&mut self, trailers: Option<HeaderMap>) {
@@ -210,10 +235,7 @@ impl Body for ForwardBody {
                     }
                 },
                 Some(Err(err)) => {
-                    let err = Error::StreamFailed {
-                        target: this.target.to_string(),
-                        reason: err.to_string(),
-                    };
+                    let err = this.upstream_failure(&err);
                     return this.fail(err);
                 }
                 None => this.end_upstream(None),

@@ -781,6 +781,8 @@ pub async fn start_raw_server(mode: Raw) -> FakeServer {
                 });
             tokio::spawn(
                 hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    // Only what each mode sends, so a test sees what the proxy adds.
+                    .auto_date_header(false)
                     .serve_connection(TokioIo::new(tcp), service),
             );
         }
