@@ -1,7 +1,9 @@
 //! Compiles the protobuf files with protox, a pure-Rust compiler, so the build needs no `protoc`.
 //!
-//! The proxy itself needs only Pinot's message types (in `OUT_DIR`); the tests also get tonic
-//! clients and servers for Pinot's service and a test echo service (in `OUT_DIR/test`).
+//! The library gets Pinot's message types and a tonic client for its service (in `OUT_DIR`):
+//! the forwarding path uses only the messages, `pinot-proxy probe` the client. The tests also
+//! get tonic clients and servers for Pinot's service and a test echo service (in
+//! `OUT_DIR/test`).
 
 use std::path::PathBuf;
 
@@ -14,7 +16,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let pinot = protox::compile(["proto/server.proto"], ["proto"])?;
     tonic_prost_build::configure()
-        .build_client(false)
+        .build_client(true)
         .build_server(false)
         .compile_fds(pinot.clone())?;
     for fds in [

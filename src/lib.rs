@@ -16,6 +16,7 @@ mod http;
 mod listen;
 mod metrics;
 mod policy;
+pub mod probe;
 mod respond;
 mod rest;
 mod tls;

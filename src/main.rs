@@ -1,7 +1,8 @@
-//! The `pinot-proxy` command: parse arguments, load the config, serve until SIGTERM or SIGINT.
+//! The `pinot-proxy` command: parse arguments, load the config, serve until SIGTERM or SIGINT;
+//! or run one of the tools (`token`, `probe`).
 
 use clap::{Parser, Subcommand};
-use pinot_proxy::{token, Config};
+use pinot_proxy::{probe, token, Config};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -24,6 +25,11 @@ enum Command {
     /// Work with StarTree-style API tokens and password hashes.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Send one Submit as Trino does (or one REST GET) through a running proxy.
+    ///
+    /// Prints what came back, one `key: value` fact a line, and exits 0 when it worked, 1 when
+    /// it failed, 2 on bad arguments.
+    Probe(Box<probe::Args>),
 }
 
 #[derive(Subcommand)]
@@ -36,8 +42,10 @@ enum TokenCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(Command::Token(command)) = cli.command {
-        return run_token(command);
+    match cli.command {
+        Some(Command::Token(command)) => return run_token(command),
+        Some(Command::Probe(args)) => return run_probe(&args),
+        None => {}
     }
     let config = match Config::load(&cli.config) {
         Ok(config) => config,
@@ -104,6 +112,30 @@ fn run_token(command: TokenCommand) -> ExitCode {
         }
         Err(message) => {
             eprintln!("pinot-proxy: {message}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Runs `probe` on a single-threaded runtime, printing its facts on stdout as they come.
+fn run_probe(args: &probe::Args) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("pinot-proxy probe: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    match runtime.block_on(probe::run(args, &mut out)) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(err) => {
+            eprintln!("pinot-proxy probe: {err:#}");
             ExitCode::from(2)
         }
     }
