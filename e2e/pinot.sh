@@ -10,6 +10,7 @@
 #
 # Sourced by e2e/run.sh (functions only; nothing runs at source time), or standalone:
 #   bash e2e/pinot.sh fetch|up|down|status|check|query SQL|kill-server N [KILL]|start-server N
+#                     |restart-server N [pinot.server.KEY=VALUE ...]
 # After pinot_up these are exported and also written to $PINOT_RUN_DIR/pinot.env (sourceable):
 #   PINOT_ZK PINOT_CONTROLLER_URL PINOT_BROKER_URL PINOT_SERVER1_HOST PINOT_SERVER2_HOST
 #   PINOT_GRPC_PORT PINOT_NETTY_PORT PINOT_SERVER_ADMIN_PORT PINOT_ROOT_IP
@@ -18,7 +19,8 @@
 # $PINOT_RUN_DIR/pinot.pids ("name pid") and, if E2E_RUN_DIR is set, in $E2E_RUN_DIR/pids;
 # pinot_down stops them and removes the namespaces and the bridge (idempotent, safe in a trap).
 # Other functions: pinot_fetch, pinot_check, pinot_grpc_check, pinot_query SQL, pinot_status,
-# pinot_namespaces, pinot_server_segments N, pinot_kill_server N [KILL], pinot_start_server N.
+# pinot_namespaces, pinot_server_segments N, pinot_kill_server N [KILL], pinot_start_server N,
+# pinot_restart_server N [KEY=VALUE ...] (extra server properties; none: the normal config).
 #
 # Knobs (environment): E2E_RUN_DIR (default e2e/.cache/run), E2E_ROWS (default 1000000),
 # PINOT_SEGMENTS (default 8), PINOT_AUTH=1 (basic auth on controller, broker and server),
@@ -491,7 +493,59 @@ pinot_start_server() {
   host=$(_pinot_server_host "$i")
   _pinot_wait_http "server$i" "http://$host:$PINOT_SERVER_ADMIN_PORT/health" 120 || return 1
   _pinot_wait_tcp "server$i" "$host" "$PINOT_GRPC_PORT" 30 || return 1
-  _pinot_wait_online 120 1
+  _pinot_wait_online 120 1 || return 1
+  _pinot_wait_routed 60
+}
+
+# Restart server N with extra server properties, or with the config pinot_up wrote when none
+# are given: pinot_restart_server N [pinot.server.KEY=VALUE ...]. Stops it (TERM), writes
+# conf/serverN.conf as pinot_up's config plus the extras, starts it and waits as
+# pinot_start_server does.
+pinot_restart_server() {
+  local i=$1 kv
+  shift
+  [[ -f $PINOT_RUN_DIR/pinot.env ]] && source "$PINOT_RUN_DIR/pinot.env"
+  local conf=$PINOT_RUN_DIR/conf/server$i.conf
+  [[ -f $conf ]] || { _pinot_log "ERROR: no $conf"; return 1; }
+  for kv in "$@"; do
+    [[ $kv =~ ^pinot\.[A-Za-z0-9._-]+=[^[:space:]]+$ ]] || { _pinot_log "ERROR: not a property: $kv"; return 1; }
+  done
+  # pinot_up's config, kept the first time (pinot_up removes conf/ and writes it anew).
+  [[ -f $conf.base ]] || cp "$conf" "$conf.base" || return 1
+  pinot_kill_server "$i" || return 1
+  cp "$conf.base" "$conf.tmp" || return 1
+  if (($#)); then printf '%s\n' "$@" >>"$conf.tmp" || return 1; fi
+  mv "$conf.tmp" "$conf" || return 1
+  _pinot_log "server$i restarts with ${*:-its normal config}"
+  pinot_start_server "$i"
+}
+
+# Waits until the broker routes each of the table's PINOT_SEGMENTS segments, to both servers
+# (after a restart the broker learns of the server's segments a little after the external view).
+# Trino reads this routing to pick the server each segment is fetched from.
+_pinot_wait_routed() {
+  local secs=$1 out=""
+  local deadline=$((SECONDS + secs))
+  while ((SECONDS < deadline)); do
+    out=$(_pinot_curl --max-time 5 "$PINOT_BROKER_URL/debug/routingTable/$PINOT_TABLE" 2>/dev/null | python3 -c '
+import json, sys
+want, s1, s2, table = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+try:
+    routing = json.load(sys.stdin).get(table + "_OFFLINE") or {}
+except Exception:
+    print("no-routing"); sys.exit(1)
+per = {k: len(v) for k, v in routing.items()}
+ok = sum(per.values()) == want and all(any("_" + h + "_" in k for k in per) for h in (s1, s2))
+print(("ok " if ok else "wait ") + json.dumps(per))
+sys.exit(0 if ok else 1)
+' "$PINOT_SEGMENTS" "$PINOT_SERVER1_HOST" "$PINOT_SERVER2_HOST" "$PINOT_TABLE") && {
+      _pinot_log "broker routing: $out"
+      return 0
+    }
+    _pinot_pause 0.5
+  done
+  _pinot_log "ERROR: the broker does not route every segment to both servers within ${secs}s: $out"
+  return 1
 }
 
 _pinot_stop_pid() {
@@ -751,6 +805,7 @@ if [[ ${BASH_SOURCE[0]} == "$0" ]]; then
     query) source "$PINOT_RUN_DIR/pinot.env" && pinot_query "$2" ;;
     kill-server) pinot_kill_server "$2" "${3:-TERM}" ;;
     start-server) pinot_start_server "$2" ;;
-    *) echo "usage: $0 fetch|up|down|status|check|query SQL|kill-server N|start-server N" >&2; exit 2 ;;
+    restart-server) shift; pinot_restart_server "$@" ;;
+    *) echo "usage: $0 fetch|up|down|status|check|query SQL|kill-server N|start-server N|restart-server N [KEY=VALUE...]" >&2; exit 2 ;;
   esac
 fi

@@ -51,7 +51,7 @@ print_results() {
     printf '%-34s %-6s %8s  %s\n' ---------------------------------- ------ -------- ------
     for row in "${RESULTS[@]}"; do
         IFS='|' read -r name result secs detail <<<"$row"
-        printf '%-34s %-6s %8s  %.160s\n' "$name" "$result" "$secs" "$detail"
+        printf '%-34s %-6s %8s  %.320s\n' "$name" "$result" "$secs" "$detail"
         [[ $result == PASS ]] && passed=$((passed + 1))
     done
     echo
@@ -551,6 +551,69 @@ check_server_killed_mid_scan() {
     echo "failed after $took s: $message; after the restart the scan succeeded"
 }
 
+# Server 2's execution timeout (pinot.server.query.executor.timeout, ms) in the partial-result
+# check: far less than its share of the scan takes, so each of its Submit answers ends early.
+PARTIAL_TIMEOUT_MS=${E2E_PARTIAL_TIMEOUT_MS:-25}
+
+# A server that times out says so only inside its answer's last message (an exception in the
+# metadata DataTable, status OK). Directly Trino stops reading at that message and returns
+# what arrived: a wrong answer without an error. Through the proxy the query fails with Pinot's
+# code and message. Server 2 runs with a tiny timeout for the check and its normal config after.
+check_partial_result() {
+    local expected direct proxied direct_status proxied_status server_log from timeouts problems=()
+    local restarts=$E2E_RUN_DIR/partial-result.log
+    expected=$(scan_expected)
+    server_log=$PINOT_RUN_DIR/logs/server2.log
+    if ! pinot_restart_server 2 "pinot.server.query.executor.timeout=$PARTIAL_TIMEOUT_MS" 2>>"$restarts"; then
+        pinot_restart_server 2 2>>"$restarts"
+        echo "server 2 did not restart with a $PARTIAL_TIMEOUT_MS ms timeout (see $restarts)"
+        return 1
+    fi
+    from=$(wc -l <"$server_log")
+    direct=$(trino_query pinot_direct "$SCAN_SQL" 2>&1)
+    direct_status=$?
+    # Pinot's own word that server 2 cut its answers short: 250 (execution) or 240 (scheduling).
+    timeouts=$(tail -n +"$((from + 1))" "$server_log" |
+        grep -c -e 'Timed out while polling results block' -e 'Query scheduling took')
+    proxied=$(trino_query pinot_proxy "$SCAN_SQL" 2>&1)
+    proxied_status=$?
+    if ! pinot_restart_server 2 2>>"$restarts"; then
+        problems+=("server 2 did not come back with its normal config (see $restarts)")
+    elif ! EXPECT=$expected same pinot_proxy "$SCAN_SQL" >/dev/null; then
+        problems+=("the scan after restoring server 2 does not match the expected values")
+    fi
+    local rows=${direct%%$'\t'*} want=${expected%%$'\t'*} message
+    message=$(sed -E 's/^Query [0-9a-z_]+ failed: //' <<<"$proxied" | tr '\n' ' ')
+    if ((direct_status != 0)); then
+        problems+=("the direct scan failed: $(tr '\n' ' ' <<<"$direct" | cut -c1-300)")
+    elif [[ $direct == "$expected" || ! $rows =~ ^[0-9]+$ ]] || ((rows >= want)); then
+        problems+=("the direct scan is not partial: [$direct], expected [$expected]")
+    fi
+    ((timeouts > 0)) || problems+=("server 2 logged no timeout during the direct scan")
+    if ((proxied_status == 0)); then
+        problems+=("the scan through the proxy succeeded: [$proxied]")
+    elif [[ $message != *"$PINOT_SERVER2_HOST:$PINOT_GRPC_PORT reported errors"* ]] ||
+        ! pinot_timeout_quoted "$message"; then
+        problems+=("the failure through the proxy does not quote Pinot's timeout from $PINOT_SERVER2_HOST:$PINOT_GRPC_PORT: $message")
+    fi
+    if ((${#problems[@]})); then
+        printf '%s\n' "${problems[@]}"
+        return 1
+    fi
+    echo "direct: $rows of $want rows, no error ($timeouts timeouts in server 2's log); proxy: ${message:0:260}"
+}
+
+# pinot_timeout_quoted MESSAGE: whether MESSAGE quotes a Pinot timeout as the proxy renders it.
+# Pinot 0.11's streaming combine makes its execution timeout (250) an IntermediateResultsBlock
+# through the constructor that takes any Exception, which wraps it in a QueryExecutionError
+# (200): the server sends "error 200: QueryExecutionError:\nProcessingException(errorCode:250,
+# message:ExecutionTimeoutError: ... Timed out while polling results block". Later releases send
+# the 250 itself; a timeout before execution is 240 (scheduling).
+pinot_timeout_quoted() {
+    [[ $1 == *"error 250: ExecutionTimeoutError"* || $1 == *"error 240: QuerySchedulingTimeoutError"* ]] && return 0
+    [[ $1 == *"error 200: QueryExecutionError"* && $1 == *"errorCode:250, message:ExecutionTimeoutError"* ]]
+}
+
 # Pinot with basic auth: through the proxies that inject Pinot's credentials, the same results.
 check_pinot_auth_injected() {
     EXPECT=e2e same pinot_inject "SHOW TABLES" >/dev/null || return 1
@@ -673,6 +736,7 @@ main() {
     check "REST auth required" check_auth
     check "server error status (grpc-java)" check_server_error_status
     check "server killed mid-scan" check_server_killed_mid_scan
+    check "partial result (server timeout)" check_partial_result
     check "no connection leaves the machine" check_no_outside_connections
     log "phase checks: $(since "$phase_started") s"
 
