@@ -983,6 +983,11 @@ async fn a_connection_idle_after_its_calls_is_closed_but_a_slow_call_is_not_cut(
 /// A server that answers every call with headers and then, after `after`, resets the stream
 /// with CANCEL: what Pinot (grpc-java) and grpc-go servers do when their deadline runs out.
 async fn start_resetting_server(after: Duration) -> std::net::SocketAddr {
+    start_resetting_server_with(after, true).await
+}
+
+/// [`start_resetting_server`]; with `headers` false the reset comes before any answer.
+async fn start_resetting_server_with(after: Duration, headers: bool) -> std::net::SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -992,6 +997,13 @@ async fn start_resetting_server(after: Duration) -> std::net::SocketAddr {
                     return;
                 };
                 while let Some(Ok((_request, mut respond))) = connection.accept().await {
+                    if !headers {
+                        tokio::spawn(async move {
+                            tokio::time::sleep(after).await;
+                            respond.send_reset(h2::Reason::CANCEL);
+                        });
+                        continue;
+                    }
                     let response = http::Response::builder()
                         .header("content-type", "application/grpc")
                         .body(())
@@ -1015,6 +1027,31 @@ async fn start_resetting_server(after: Duration) -> std::net::SocketAddr {
 #[tokio::test]
 async fn an_upstream_reset_at_the_deadline_is_deadline_exceeded() {
     let server = start_resetting_server(Duration::from_millis(195)).await;
+    let proxy = start_proxy("", "").await;
+    let port = server.port().to_string();
+    let response = raw_call(
+        proxy.addr,
+        "/pinotproxy.test.Echo/Unary",
+        &[
+            ("forward-host", "127.0.0.1"),
+            ("forward-port", &port),
+            ("grpc-timeout", "200m"),
+        ],
+        frame(b"x"),
+    )
+    .await;
+    assert_eq!(
+        response.grpc_status().as_deref(),
+        Some("4"),
+        "{}",
+        response.grpc_message()
+    );
+}
+
+/// The same before the server sent its answer's headers.
+#[tokio::test]
+async fn an_upstream_reset_before_its_answer_at_the_deadline_is_deadline_exceeded() {
+    let server = start_resetting_server_with(Duration::from_millis(195), false).await;
     let proxy = start_proxy("", "").await;
     let port = server.port().to_string();
     let response = raw_call(

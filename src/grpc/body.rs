@@ -130,29 +130,12 @@ impl ForwardBody {
         Poll::Ready(Some(Ok(Frame::data(data))))
     }
 
-    /// What a broken upstream stream means for the caller. A server whose deadline ran out
-    /// resets the stream (RST_STREAM CANCEL), which can arrive just before the proxy's own
-    /// timer fires: past the deadline, or within a few milliseconds of it, that is
-    /// DEADLINE_EXCEEDED. Any other CANCEL is the server cancelling the call (CANCELLED, as
-    /// gRPC maps that reset); the rest is a broken stream (UNAVAILABLE).
     fn upstream_failure(&self, err: &hyper::Error) -> Error {
-        const TIMER_SLACK: std::time::Duration = std::time::Duration::from_millis(10);
-        let deadline = self.deadline.as_ref().map(|sleep| sleep.deadline());
-        if deadline.is_some_and(|at| tokio::time::Instant::now() + TIMER_SLACK >= at) {
-            return Error::DeadlineExceeded(self.record.elapsed().as_millis());
-        }
-        let reset = std::error::Error::source(err)
-            .and_then(|source| source.downcast_ref::<h2::Error>())
-            .and_then(h2::Error::reason);
-        if reset == Some(h2::Reason::CANCEL) {
-            return Error::UpstreamCancelled {
-                target: self.target.to_string(),
-            };
-        }
-        Error::StreamFailed {
-            target: self.target.to_string(),
-            reason: err.to_string(),
-        }
+        let deadline = self
+            .deadline
+            .as_ref()
+            .map(|sleep| sleep.deadline().into_std());
+        upstream_failure(err, &self.target, deadline, self.record.elapsed())
     }
 
     /// The upstream stream ended (with `trailers`, or without): what the guard still holds
@@ -171,6 +154,35 @@ impl ForwardBody {
             }
             None => self.record.end(),
         }
+    }
+}
+
+/// What a broken upstream stream means for the caller, before or after the response head. A
+/// server whose deadline ran out resets the stream (RST_STREAM CANCEL), which can arrive just
+/// before the proxy's own timer fires: past the deadline, or within a few milliseconds of it,
+/// that is DEADLINE_EXCEEDED. Any other CANCEL is the server cancelling the call (CANCELLED,
+/// as gRPC maps that reset); the rest is a broken stream (UNAVAILABLE).
+pub(super) fn upstream_failure(
+    err: &hyper::Error,
+    target: &Target,
+    deadline: Option<Instant>,
+    elapsed: std::time::Duration,
+) -> Error {
+    const TIMER_SLACK: std::time::Duration = std::time::Duration::from_millis(10);
+    if deadline.is_some_and(|at| Instant::now() + TIMER_SLACK >= at) {
+        return Error::DeadlineExceeded(elapsed.as_millis());
+    }
+    let reset = std::error::Error::source(err)
+        .and_then(|source| source.downcast_ref::<h2::Error>())
+        .and_then(h2::Error::reason);
+    if reset == Some(h2::Reason::CANCEL) {
+        return Error::UpstreamCancelled {
+            target: target.to_string(),
+        };
+    }
+    Error::StreamFailed {
+        target: target.to_string(),
+        reason: err.to_string(),
     }
 }
 

@@ -155,7 +155,13 @@ impl Forwarder {
             RequestBody::new(routed.prefix, body, record.bytes_in.clone()),
         );
         let (response, lease) = self
-            .send(request, &routed.target, routed.origin, deadline)
+            .send(
+                request,
+                &routed.target,
+                routed.origin,
+                deadline,
+                Instant::now() - record.elapsed(),
+            )
             .await?;
         record.set_forwarded();
         let (parts, body) = response.into_parts();
@@ -303,6 +309,7 @@ impl Forwarder {
         target: &Target,
         origin: Origin,
         deadline: Option<Instant>,
+        started: Instant,
     ) -> Result<(Response<Incoming>, crate::upstream::Lease<RequestBody>), Error> {
         let mut retried = false;
         loop {
@@ -317,10 +324,13 @@ impl Forwarder {
                         request = unsent;
                     }
                     _ => {
-                        return Err(Error::StreamFailed {
-                            target: target.to_string(),
-                            reason: err.into_error().to_string(),
-                        })
+                        let elapsed = started.elapsed();
+                        return Err(body::upstream_failure(
+                            &err.into_error(),
+                            target,
+                            deadline,
+                            elapsed,
+                        ));
                     }
                 },
             }
