@@ -473,7 +473,10 @@ fn eligible(name: &str, instance: Instance, tags: Option<&[String]>) -> Option<T
             return skip("none of servers.discover_tags");
         }
     }
-    match Host::parse(&instance.host_name) {
+    // Older Pinot releases stored the id's prefix in hostName too; Pinot's own routing
+    // (`ServerInstance`) strips it the same way.
+    let host_name = instance.host_name.strip_prefix("Server_");
+    match Host::parse(host_name.unwrap_or(&instance.host_name)) {
         Ok(host) => Some(Target { host, port }),
         Err(err) => skip(&err),
     }
@@ -528,6 +531,9 @@ mod tests {
         let json =
             format!(r#"{{{base},"enabled":true,"grpcPort":8090,"queriesDisabled":"false"}}"#);
         assert!(eligible(name, instance(&json), None).is_some());
+        let prefixed = r#"{"hostName":"Server_10.1.2.3","enabled":true,"grpcPort":8090}"#;
+        let found = eligible("Server_10.1.2.3_8098", instance(prefixed), None);
+        assert_eq!(found.unwrap().to_string(), "10.1.2.3:8090");
         let tagged = format!(r#"{{{base},"enabled":true,"grpcPort":8090,"tags":["A_OFFLINE"]}}"#);
         let wanted = ["B_OFFLINE".to_string()];
         assert!(eligible(name, instance(&tagged), Some(&wanted)).is_none());

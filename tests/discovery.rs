@@ -384,3 +384,20 @@ async fn discovery_without_a_controller_is_a_config_error() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn controller_urls_are_tried_in_order_until_one_answers() {
+    let a = start_fake("a").await;
+    let controller = start_controller(vec![Instance::server("127.0.0.1", a.port())]).await;
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_url = format!("http://{}", dead.local_addr().unwrap());
+    drop(dead);
+    let text = config(&controller, "", "").replace(
+        &format!("urls = [\"{}\"]", controller.url()),
+        &format!("urls = [\"{dead_url}\", \"{}\"]", controller.url()),
+    );
+    let proxy = start(&text).await;
+    assert_eq!(call(&proxy, a.port()).await.unwrap(), 2);
+    let targets = admin_get(proxy.admin.unwrap(), "/debug/targets").await.1;
+    assert!(targets.contains("\"last_error\":null}"), "{targets}");
+}
