@@ -347,9 +347,26 @@ fn partial_result(target: &Target, exceptions: &[Exception]) -> Error {
         .collect();
     Error::PartialResult {
         target: target.to_string(),
-        code: grpc_code(exceptions[0].code),
+        code: grpc_code(effective_code(&exceptions[0])),
         exceptions: quoted.join("; "),
     }
+}
+
+/// The code that says what went wrong. Pinot 0.x wraps an execution timeout (250) in a query
+/// execution error (200) whose message carries `ProcessingException(errorCode:250, ...)`.
+fn effective_code(exception: &Exception) -> i32 {
+    const WRAPPED: &str = "errorCode:";
+    if exception.code != 200 {
+        return exception.code;
+    }
+    exception
+        .message
+        .split_once(WRAPPED)
+        .and_then(|(_, rest)| {
+            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            digits.parse().ok()
+        })
+        .unwrap_or(exception.code)
 }
 
 /// The gRPC status for a Pinot `QueryException` code.
@@ -395,6 +412,26 @@ mod tests {
         assert_eq!(response_type(&head[..head.len() - 1]), Head::Incomplete);
         assert_eq!(response_type(&[0x12, 0x00]), Head::Absent);
         assert_eq!(response_type(&[]), Head::Incomplete);
+    }
+
+    #[test]
+    fn a_timeout_wrapped_in_a_query_execution_error_is_a_timeout() {
+        // What Pinot 0.11 sends when pinot.server.query.executor.timeout passes.
+        let wrapped = Exception {
+            code: 200,
+            message: "QueryExecutionError:\nProcessingException(errorCode:250, \
+                      message:ExecutionTimeoutError:\njava.util.concurrent.TimeoutException"
+                .into(),
+        };
+        assert_eq!(effective_code(&wrapped), 250);
+        let plain = Exception {
+            code: 200,
+            message: "QueryExecutionError: something else".into(),
+        };
+        assert_eq!(effective_code(&plain), 200);
+        let target = Target::parse("127.0.0.1", "8098").unwrap();
+        let err = partial_result(&target, &[wrapped]);
+        assert_eq!(err.grpc_code(), Code::DeadlineExceeded);
     }
 
     #[test]
