@@ -58,11 +58,6 @@ fn main() -> ExitCode {
         eprintln!("pinot-proxy: {}: {err:#}", cli.config.display());
         return ExitCode::from(2);
     }
-    tracing::info!(
-        config = %cli.config.display(),
-        version = env!("CARGO_PKG_VERSION"),
-        "pinot-proxy starting"
-    );
     if cli.check {
         // Loads every file and secret the config names, as a start would, and binds nothing.
         let checked = tokio::runtime::Runtime::new()
@@ -77,6 +72,11 @@ fn main() -> ExitCode {
         println!("{}: ok", cli.config.display());
         return ExitCode::SUCCESS;
     }
+    tracing::info!(
+        config = %cli.config.display(),
+        version = env!("CARGO_PKG_VERSION"),
+        "pinot-proxy starting"
+    );
     let result = tokio::runtime::Runtime::new()
         .map_err(anyhow::Error::from)
         .and_then(|runtime| {
