@@ -273,11 +273,25 @@ trino_query_http() {
 # trino_query CATALOG SQL: rows on stdout as TSV, no header; non-zero status and the error on
 # stderr if the query fails. CATALOG "" = no catalog. Client per TRINO_QUERY_CLIENT.
 trino_query() {
-    if [[ $TRINO_QUERY_CLIENT == cli ]]; then
-        trino_query_cli "$@"
-    else
-        trino_query_http "$@"
-    fi
+    # NO_NODES_AVAILABLE is Trino's node list catching up (a node that announced late under
+    # load): not an answer. Asked again for up to 30 s; any other outcome is passed on as is,
+    # rows on stdout and the error on stderr.
+    local deadline=$((SECONDS + 30)) err status
+    err=$(mktemp)
+    while :; do
+        if [[ $TRINO_QUERY_CLIENT == cli ]]; then
+            trino_query_cli "$@" 2>"$err"
+        else
+            trino_query_http "$@" 2>"$err"
+        fi
+        status=$?
+        if ((status == 0)) || ! grep -q NO_NODES_AVAILABLE "$err" || ((SECONDS >= deadline)); then
+            cat "$err" >&2
+            rm -f "$err"
+            return "$status"
+        fi
+        sleep 0.5
+    done
 }
 
 # trino_selftest: fetch, start with a memory catalog and a pinot catalog that points at closed
