@@ -43,15 +43,9 @@ for stack in "${STACKS[@]}"; do
         { echo "usage: $0 [grpcio] [grpc-go] [grpc-java]" >&2; exit 2; }
 done
 
-log() { echo "[clients] $*"; }
-die() { echo "[clients] error: $*" >&2; exit 1; }
-
-phase() {
-    local name=$1 started=$EPOCHREALTIME
-    shift
-    "$@"
-    log "phase $name took $(awk -v a="$started" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }') s"
-}
+SUITE=clients
+# shellcheck source=lib.sh
+source "$HERE/lib.sh"
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/pinot-proxy-clients.XXXXXX")
 PIDS=()
@@ -118,31 +112,6 @@ want() {
     local s
     for s in "${STACKS[@]}"; do [[ $s == "$1" ]] && return 0; done
     return 1
-}
-
-build_proxy() {
-    if [[ -n ${PROXY_BIN:-} ]]; then
-        log "proxy: $PROXY_BIN"
-    elif [[ -x $ROOT/target/release/pinot-proxy ]]; then
-        PROXY_BIN=$ROOT/target/release/pinot-proxy
-        log "proxy: $PROXY_BIN (already built)"
-    else
-        (cd "$ROOT" && cargo build --release --locked --bin pinot-proxy)
-        PROXY_BIN=$ROOT/target/release/pinot-proxy
-    fi
-    [[ -x $PROXY_BIN ]] || die "PROXY_BIN=$PROXY_BIN is not an executable"
-}
-
-# A self-signed EC certificate for 127.0.0.1 / localhost, made fresh for each run.
-make_cert() {
-    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 \
-        -subj /CN=127.0.0.1 -addext "subjectAltName=IP:127.0.0.1,DNS:localhost" \
-        -keyout "$TMP/tls.key" -out "$TMP/tls.crt" 2>"$TMP/openssl.log" ||
-        { cat "$TMP/openssl.log" >&2; die "openssl could not make a certificate"; }
-}
-
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
 # wait_port NAME PID PORT: bounded poll (10 s) until PORT accepts; gives up at once if PID exits.

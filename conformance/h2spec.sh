@@ -30,16 +30,9 @@ for mode in "${MODES[@]}"; do
     [[ $mode == plaintext || $mode == tls ]] || { echo "usage: $0 [plaintext] [tls]" >&2; exit 2; }
 done
 
-log() { echo "[h2spec] $*"; }
-die() { echo "[h2spec] error: $*" >&2; exit 1; }
-
-# phase NAME COMMAND...: runs a step and prints how long it took.
-phase() {
-    local name=$1 started=$EPOCHREALTIME
-    shift
-    "$@"
-    log "phase $name took $(awk -v a="$started" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }') s"
-}
+SUITE=h2spec
+# shellcheck source=lib.sh
+source "$HERE/lib.sh"
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/pinot-proxy-h2spec.XXXXXX")
 PROXY_PID=
@@ -86,25 +79,6 @@ install_h2spec() {
     GOTOOLCHAIN=local GOFLAGS=-mod=readonly go build -C "$TOOL_DIR" -trimpath -buildvcs=false \
         -o "$H2SPEC.tmp" github.com/summerwind/h2spec/cmd/h2spec
     mv "$H2SPEC.tmp" "$H2SPEC"
-}
-
-# --- the proxy under test.
-build_proxy() {
-    if [[ -n ${PROXY_BIN:-} ]]; then
-        log "proxy: $PROXY_BIN"
-    else
-        (cd "$ROOT" && cargo build --release --locked --bin pinot-proxy)
-        PROXY_BIN=$ROOT/target/release/pinot-proxy
-    fi
-    [[ -x $PROXY_BIN ]] || die "PROXY_BIN=$PROXY_BIN is not an executable"
-}
-
-# A self-signed EC certificate for 127.0.0.1 / localhost, made fresh for each run.
-make_cert() {
-    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 \
-        -subj /CN=127.0.0.1 -addext "subjectAltName=IP:127.0.0.1,DNS:localhost" \
-        -keyout "$TMP/tls.key" -out "$TMP/tls.crt" 2>"$TMP/openssl.log" ||
-        { cat "$TMP/openssl.log" >&2; die "openssl could not make a certificate"; }
 }
 
 # The proxy's [controller]: answers each request only after reading all of its body, and
@@ -180,10 +154,6 @@ EOF
     die "the upstream did not start"
 }
 
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
 # start_proxy MODE: writes MODE's config, starts the proxy and waits until its port accepts.
 start_proxy() {
     local mode=$1 config=$TMP/$1.toml i
@@ -253,7 +223,6 @@ import xml.etree.ElementTree as ET
 EXPECTED = sys.argv[1]
 MODES = ("plaintext", "tls")
 
-
 def read_expected(mode):
     """The list: "ID  # why" per line; "plaintext:ID" or "tls:ID" for one mode only."""
     expected, bad = {}, []
@@ -273,7 +242,6 @@ def read_expected(mode):
         print("\n".join(bad))
         sys.exit(1)
     return expected
-
 
 def judge(mode, report, total):
     expected = read_expected(mode)
@@ -320,7 +288,6 @@ def judge(mode, report, total):
             ok = False
             print(f"  ERROR: {test_id} is listed in {EXPECTED} but {status}: remove it")
     return ok
-
 
 if sys.argv[2] == "lint":
     for m in MODES:
